@@ -79,8 +79,7 @@ struct Entry {
 
 /// Renders the generated Rust source from the TOML catalogue.
 fn render(toml_text: &str) -> Result<String, String> {
-    let catalogue: Catalogue =
-        toml::from_str(toml_text).map_err(|e| format!("{SOURCE}: {e}"))?;
+    let catalogue: Catalogue = toml::from_str(toml_text).map_err(|e| format!("{SOURCE}: {e}"))?;
     validate(&catalogue)?;
 
     let mut out = String::new();
@@ -88,12 +87,18 @@ fn render(toml_text: &str) -> Result<String, String> {
     out.push_str("// Do not edit by hand: edit the TOML file and rerun the command.\n\n");
     out.push_str("use super::ErrorShape;\n\n");
     out.push_str("/// Every error code thingcall can return, gateway and business alike.\n");
-    out.push_str("///\n/// The wire string, HTTP status, response shape and message template of each\n");
+    out.push_str(
+        "///\n/// The wire string, HTTP status, response shape and message template of each\n",
+    );
     out.push_str("/// code come from the catalogue file named in this file's header.\n");
     out.push_str("#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]\n");
     out.push_str("#[non_exhaustive]\npub enum ErrorCode {\n");
     for e in &catalogue.code {
-        let _ = writeln!(out, "    /// `{}` (HTTP {}, {} shape).", e.code, e.status, e.shape);
+        let _ = writeln!(
+            out,
+            "    /// `{}` (HTTP {}, {} shape).",
+            e.code, e.status, e.shape
+        );
         let _ = writeln!(out, "    {},", e.variant);
     }
     out.push_str("}\n\nimpl ErrorCode {\n");
@@ -104,7 +109,9 @@ fn render(toml_text: &str) -> Result<String, String> {
     }
     out.push_str("    ];\n\n");
 
-    out.push_str("    /// The wire code string; `Missing{Name}` is a template filled per parameter.\n");
+    out.push_str(
+        "    /// The wire code string; `Missing{Name}` is a template filled per parameter.\n",
+    );
     out.push_str("    pub const fn code_template(self) -> &'static str {\n        match self {\n");
     for e in &catalogue.code {
         let _ = writeln!(out, "            ErrorCode::{} => {:?},", e.variant, e.code);
@@ -121,22 +128,42 @@ fn render(toml_text: &str) -> Result<String, String> {
     out.push_str("    /// Whether the code is reported in the gateway or the business shape.\n");
     out.push_str("    pub const fn shape(self) -> ErrorShape {\n        match self {\n");
     for e in &catalogue.code {
-        let shape = if e.shape == "gateway" { "Gateway" } else { "Business" };
-        let _ = writeln!(out, "            ErrorCode::{} => ErrorShape::{shape},", e.variant);
+        let shape = if e.shape == "gateway" {
+            "Gateway"
+        } else {
+            "Business"
+        };
+        let _ = writeln!(
+            out,
+            "            ErrorCode::{} => ErrorShape::{shape},",
+            e.variant
+        );
     }
     out.push_str("        }\n    }\n\n");
 
     out.push_str("    /// The message template; `{Name}` and `{StringToSign}` are placeholders.\n");
-    out.push_str("    pub const fn message_template(self) -> &'static str {\n        match self {\n");
+    out.push_str(
+        "    pub const fn message_template(self) -> &'static str {\n        match self {\n",
+    );
     for e in &catalogue.code {
-        let _ = writeln!(out, "            ErrorCode::{} => {:?},", e.variant, e.message);
+        let _ = writeln!(
+            out,
+            "            ErrorCode::{} => {:?},",
+            e.variant, e.message
+        );
     }
     out.push_str("        }\n    }\n\n");
 
     out.push_str("    /// Looks up a code by its exact wire string (templated codes excepted).\n");
-    out.push_str("    pub fn from_exact_code(code: &str) -> Option<ErrorCode> {\n        match code {\n");
+    out.push_str(
+        "    pub fn from_exact_code(code: &str) -> Option<ErrorCode> {\n        match code {\n",
+    );
     for e in catalogue.code.iter().filter(|e| !e.code.contains('{')) {
-        let _ = writeln!(out, "            {:?} => Some(ErrorCode::{}),", e.code, e.variant);
+        let _ = writeln!(
+            out,
+            "            {:?} => Some(ErrorCode::{}),",
+            e.code, e.variant
+        );
     }
     out.push_str("            _ => None,\n        }\n    }\n}\n");
     Ok(out)
@@ -155,7 +182,10 @@ fn validate(catalogue: &Catalogue) -> Result<(), String> {
         if !e.variant.chars().all(|c| c.is_ascii_alphanumeric())
             || !e.variant.starts_with(|c: char| c.is_ascii_uppercase())
         {
-            return Err(format!("{SOURCE}: `{}` is not a valid variant name", e.variant));
+            return Err(format!(
+                "{SOURCE}: `{}` is not a valid variant name",
+                e.variant
+            ));
         }
         match (e.shape.as_str(), e.status) {
             ("gateway", 400..=599) | ("business", 200) => {}
@@ -165,10 +195,18 @@ fn validate(catalogue: &Catalogue) -> Result<(), String> {
                     e.code
                 ));
             }
-            (other, _) => return Err(format!("{SOURCE}: `{}` has unknown shape `{other}`", e.code)),
+            (other, _) => {
+                return Err(format!(
+                    "{SOURCE}: `{}` has unknown shape `{other}`",
+                    e.code
+                ));
+            }
         }
         if e.shape == "business" && !e.code.starts_with("iot.") {
-            return Err(format!("{SOURCE}: business code `{}` must start with `iot.`", e.code));
+            return Err(format!(
+                "{SOURCE}: business code `{}` must start with `iot.`",
+                e.code
+            ));
         }
     }
     Ok(())

@@ -18,7 +18,9 @@ fn main() -> ExitCode {
             print_help();
             Ok(())
         }
-        Some(other) => Err(format!("unknown xtask command `{other}`; try `cargo xtask help`")),
+        Some(other) => Err(format!(
+            "unknown xtask command `{other}`; try `cargo xtask help`"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

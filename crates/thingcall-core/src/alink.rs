@@ -183,7 +183,9 @@ fn code_from_number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D:
             i64::try_from(v).map_err(|_| E::custom("code out of range"))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
-            v.trim().parse().map_err(|_| E::custom(format!("code {v:?} is not an integer")))
+            v.trim()
+                .parse()
+                .map_err(|_| E::custom(format!("code {v:?} is not an integer")))
         }
     }
     d.deserialize_any(CodeVisitor)
@@ -192,7 +194,12 @@ fn code_from_number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D:
 impl AlinkReply {
     /// A success reply (`code` 200).
     pub fn success(id: AlinkId, data: Value) -> AlinkReply {
-        AlinkReply { id, code: 200, data, message: Some("success".to_owned()) }
+        AlinkReply {
+            id,
+            code: 200,
+            data,
+            message: Some("success".to_owned()),
+        }
     }
 
     /// Parses a reply payload.
@@ -213,7 +220,11 @@ impl AlinkReply {
     /// The `data` member as compact JSON text, `{}` when absent: the API's
     /// `Data.Result`.
     pub fn data_json(&self) -> String {
-        if self.data.is_null() { "{}".to_owned() } else { self.data.to_string() }
+        if self.data.is_null() {
+            "{}".to_owned()
+        } else {
+            self.data.to_string()
+        }
     }
 }
 
@@ -230,15 +241,27 @@ mod tests {
             json!({"NewWeight": 100.8}),
         );
         let v: Value = serde_json::from_slice(&req.to_vec()).unwrap();
-        assert_eq!(v, json!({"id":"105917531","version":"1.0","params":{"NewWeight":100.8},"method":"thing.service.SetWeight"}));
+        assert_eq!(
+            v,
+            json!({"id":"105917531","version":"1.0","params":{"NewWeight":100.8},"method":"thing.service.SetWeight"})
+        );
         assert_eq!(AlinkRequest::from_slice(&req.to_vec()).unwrap(), req);
     }
 
     #[test]
     fn set_and_get_methods() {
-        assert_eq!(service_method(&Identifier::new("set").unwrap()), "thing.service.property.set");
-        assert_eq!(service_method(&Identifier::new("get").unwrap()), "thing.service.property.get");
-        let req = AlinkRequest::from_slice(br#"{"id":1,"method":"thing.service.property.set","params":{}}"#).unwrap();
+        assert_eq!(
+            service_method(&Identifier::new("set").unwrap()),
+            "thing.service.property.set"
+        );
+        assert_eq!(
+            service_method(&Identifier::new("get").unwrap()),
+            "thing.service.property.get"
+        );
+        let req = AlinkRequest::from_slice(
+            br#"{"id":1,"method":"thing.service.property.set","params":{}}"#,
+        )
+        .unwrap();
         assert_eq!(req.service_identifier(), Some("set"));
         assert_eq!(req.version, "1.0");
     }
@@ -260,7 +283,10 @@ mod tests {
         assert_eq!(r.data_json(), "{}");
 
         assert!(AlinkReply::from_slice(b"not json").is_err());
-        assert!(AlinkReply::from_slice(br#"{"id":"1"}"#).is_err(), "code is required");
+        assert!(
+            AlinkReply::from_slice(br#"{"id":"1"}"#).is_err(),
+            "code is required"
+        );
         assert!(AlinkReply::from_slice(br#"{"id":[1],"code":200}"#).is_err());
         assert!(AlinkReply::from_slice(br#"{"id":"1","code":"abc"}"#).is_err());
     }

@@ -23,7 +23,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock stopped at `start`.
     pub fn new(start: UnixMillis) -> ManualClock {
-        ManualClock { millis: AtomicI64::new(start.get()) }
+        ManualClock {
+            millis: AtomicI64::new(start.get()),
+        }
     }
 
     /// Moves the clock forward (or backward, for a negative step).

@@ -46,7 +46,10 @@ impl DeviceRef {
             Some(dn) if !dn.is_empty() => DeviceName::new(dn)?,
             _ => return Err(ApiError::new(ErrorCode::NullDeviceName)),
         };
-        Ok(DeviceRef::Name { product_key, device_name })
+        Ok(DeviceRef::Name {
+            product_key,
+            device_name,
+        })
     }
 
     /// The IotId, when the call named the device that way.
@@ -62,7 +65,10 @@ impl fmt::Display for DeviceRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DeviceRef::IotId(id) => write!(f, "IotId={id}"),
-            DeviceRef::Name { product_key, device_name } => write!(f, "{product_key}/{device_name}"),
+            DeviceRef::Name {
+                product_key,
+                device_name,
+            } => write!(f, "{product_key}/{device_name}"),
         }
     }
 }
@@ -92,7 +98,9 @@ impl FromStr for CallType {
         match s {
             "sync" => Ok(CallType::Sync),
             "async" => Ok(CallType::Async),
-            other => Err(format!("callType must be \"sync\" or \"async\", not {other:?}")),
+            other => Err(format!(
+                "callType must be \"sync\" or \"async\", not {other:?}"
+            )),
         }
     }
 }
@@ -145,13 +153,28 @@ mod tests {
     #[test]
     fn addressing_errors() {
         let code = |i, p, d| DeviceRef::from_params(i, p, d).unwrap_err().code();
-        assert_eq!(code(Some(""), Some("a1TestPk001"), Some("dev1")), ErrorCode::InvalidIotId);
+        assert_eq!(
+            code(Some(""), Some("a1TestPk001"), Some("dev1")),
+            ErrorCode::InvalidIotId
+        );
         assert_eq!(code(None, None, None), ErrorCode::NullProductKey);
         assert_eq!(code(None, None, Some("dev1")), ErrorCode::NullProductKey);
-        assert_eq!(code(None, Some("a1TestPk001"), None), ErrorCode::NullDeviceName);
-        assert_eq!(code(None, Some("a1TestPk001"), Some("")), ErrorCode::NullDeviceName);
-        assert_eq!(code(None, Some("a1TestPk001"), Some("d")), ErrorCode::InvalidFormattedDeviceName);
-        assert_eq!(code(None, Some("a1-Test"), Some("dev1")), ErrorCode::InvalidFormattedProductkey);
+        assert_eq!(
+            code(None, Some("a1TestPk001"), None),
+            ErrorCode::NullDeviceName
+        );
+        assert_eq!(
+            code(None, Some("a1TestPk001"), Some("")),
+            ErrorCode::NullDeviceName
+        );
+        assert_eq!(
+            code(None, Some("a1TestPk001"), Some("d")),
+            ErrorCode::InvalidFormattedDeviceName
+        );
+        assert_eq!(
+            code(None, Some("a1-Test"), Some("dev1")),
+            ErrorCode::InvalidFormattedProductkey
+        );
     }
 
     #[test]

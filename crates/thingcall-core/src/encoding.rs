@@ -43,7 +43,9 @@ pub fn percent_encode(s: &str) -> String {
 
 /// The byte length `s` will have once percent-encoded.
 pub fn percent_encoded_len(s: &str) -> usize {
-    s.bytes().map(|b| if is_unreserved(b) { 1 } else { 3 }).sum()
+    s.bytes()
+        .map(|b| if is_unreserved(b) { 1 } else { 3 })
+        .sum()
 }
 
 #[cfg(test)]
@@ -52,8 +54,14 @@ mod tests {
 
     #[test]
     fn matches_the_documented_rules() {
-        assert_eq!(percent_encode("a b*c~d+e/f=g&h:i"), "a%20b%2Ac~d%2Be%2Ff%3Dg%26h%3Ai");
-        assert_eq!(percent_encode("2016-02-23T12:46:24Z"), "2016-02-23T12%3A46%3A24Z");
+        assert_eq!(
+            percent_encode("a b*c~d+e/f=g&h:i"),
+            "a%20b%2Ac~d%2Be%2Ff%3Dg%26h%3Ai"
+        );
+        assert_eq!(
+            percent_encode("2016-02-23T12:46:24Z"),
+            "2016-02-23T12%3A46%3A24Z"
+        );
         assert_eq!(percent_encode("温"), "%E6%B8%A9");
         assert_eq!(percent_encode(""), "");
         assert_eq!(percent_encoded_len("a b温"), percent_encode("a b温").len());

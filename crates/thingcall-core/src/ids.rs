@@ -68,7 +68,10 @@ pub struct IdError {
 
 impl IdError {
     fn new(kind: IdKind, value: &str) -> IdError {
-        IdError { kind, empty: value.is_empty() }
+        IdError {
+            kind,
+            empty: value.is_empty(),
+        }
     }
 
     /// Which identifier failed.
@@ -228,7 +231,9 @@ impl Identifier {
 
     /// The service part (the whole identifier for the default module).
     pub fn service(&self) -> &str {
-        self.0.split_once(':').map_or(&self.0, |(_, service)| service)
+        self.0
+            .split_once(':')
+            .map_or(&self.0, |(_, service)| service)
     }
 }
 
@@ -274,7 +279,9 @@ impl FromStr for MessageId {
         if !len_in(s, 1, 20) || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(IdError::new(IdKind::MessageId, s));
         }
-        s.parse::<u64>().map(MessageId).map_err(|_| IdError::new(IdKind::MessageId, s))
+        s.parse::<u64>()
+            .map(MessageId)
+            .map_err(|_| IdError::new(IdKind::MessageId, s))
     }
 }
 
@@ -293,7 +300,16 @@ mod tests {
         for ok in ["dev1", "a-b_c@d.e:f", "abcd", &"x".repeat(32)] {
             assert!(DeviceName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "abc", "dev 1", "dev/1", "dév1", &"x".repeat(33), "dev+", "dev#"] {
+        for bad in [
+            "",
+            "abc",
+            "dev 1",
+            "dev/1",
+            "dév1",
+            &"x".repeat(33),
+            "dev+",
+            "dev#",
+        ] {
             let err = DeviceName::new(bad).unwrap_err();
             assert_eq!(err.kind(), IdKind::DeviceName);
             let code = err.to_api_error().code();
@@ -326,7 +342,15 @@ mod tests {
         let id = Identifier::new("Calibrate").unwrap();
         assert_eq!(id.block(), None);
         assert_eq!(id.service(), "Calibrate");
-        for bad in ["", ":x", "x:", "a:b:c", "has space", "dash-no", &"x".repeat(51)] {
+        for bad in [
+            "",
+            ":x",
+            "x:",
+            "a:b:c",
+            "has space",
+            "dash-no",
+            &"x".repeat(51),
+        ] {
             assert!(Identifier::new(bad).is_err(), "{bad}");
         }
     }
@@ -334,7 +358,10 @@ mod tests {
     #[test]
     fn message_ids() {
         assert_eq!("42".parse::<MessageId>().unwrap().get(), 42);
-        assert_eq!(MessageId::from_u64(u64::MAX).to_string(), u64::MAX.to_string());
+        assert_eq!(
+            MessageId::from_u64(u64::MAX).to_string(),
+            u64::MAX.to_string()
+        );
         for bad in ["", "+1", " 1", "1a", "18446744073709551616", "-1"] {
             assert!(bad.parse::<MessageId>().is_err(), "{bad}");
         }

@@ -55,7 +55,10 @@ impl UnixMillis {
             if !part.iter().all(u8::is_ascii_digit) {
                 return None;
             }
-            Some(part.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')))
+            Some(
+                part.iter()
+                    .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0')),
+            )
         };
         let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
         let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -69,7 +72,9 @@ impl UnixMillis {
             return None;
         }
         let days = days_from_civil(year, month, day);
-        Some(UnixMillis(days * MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000))
+        Some(UnixMillis(
+            days * MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000,
+        ))
     }
 
     /// `yyyy-MM-ddTHH:mm:ssZ`.

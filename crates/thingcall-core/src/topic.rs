@@ -147,16 +147,31 @@ impl std::error::Error for TopicError {}
 impl Topic {
     /// Parses a topic string.
     pub fn parse(topic: &str) -> Result<Topic, TopicError> {
-        let err = |reason| TopicError { topic: topic.to_owned(), reason };
-        let rest = topic.strip_prefix('/').ok_or_else(|| err("does not start with '/'"))?;
+        let err = |reason| TopicError {
+            topic: topic.to_owned(),
+            reason,
+        };
+        let rest = topic
+            .strip_prefix('/')
+            .ok_or_else(|| err("does not start with '/'"))?;
         if let Some(rest) = rest.strip_prefix("ext/rrpc/") {
-            let (mid, inner) = rest.split_once('/').ok_or_else(|| err("missing topic after the message id"))?;
+            let (mid, inner) = rest
+                .split_once('/')
+                .ok_or_else(|| err("missing topic after the message id"))?;
             let message_id: MessageId = mid.parse().map_err(|_| err("bad RRPC message id"))?;
             let inner_topic = &rest[mid.len()..];
-            if let Ok(Topic::ServiceRequest { product_key, device_name, identifier }) =
-                Topic::parse(inner_topic)
+            if let Ok(Topic::ServiceRequest {
+                product_key,
+                device_name,
+                identifier,
+            }) = Topic::parse(inner_topic)
             {
-                return Ok(Topic::ExtRrpc { message_id, product_key, device_name, identifier });
+                return Ok(Topic::ExtRrpc {
+                    message_id,
+                    product_key,
+                    device_name,
+                    identifier,
+                });
             }
             if inner.is_empty() || inner.split('/').any(str::is_empty) {
                 return Err(err("empty segment in the custom RRPC topic"));
@@ -164,13 +179,19 @@ impl Topic {
             if inner.contains(['+', '#']) {
                 return Err(err("wildcards are not allowed in a topic name"));
             }
-            return Ok(Topic::ExtRrpcCustom { message_id, topic: inner_topic.to_owned() });
+            return Ok(Topic::ExtRrpcCustom {
+                message_id,
+                topic: inner_topic.to_owned(),
+            });
         }
         let segments: Vec<&str> = rest.split('/').collect();
         match segments.as_slice() {
             ["as", "mqtt", "status", pk, dn] => {
                 let (product_key, device_name) = device(pk, dn).ok_or_else(|| err("bad device"))?;
-                Ok(Topic::Status { product_key, device_name })
+                Ok(Topic::Status {
+                    product_key,
+                    device_name,
+                })
             }
             ["sys", pk, dn, tail @ ..] => {
                 let (product_key, device_name) = device(pk, dn).ok_or_else(|| err("bad device"))?;
@@ -183,19 +204,63 @@ impl Topic {
     /// The device a topic belongs to (none for custom RRPC topics).
     pub fn device(&self) -> Option<(&ProductKey, &DeviceName)> {
         match self {
-            Topic::ServiceRequest { product_key, device_name, .. }
-            | Topic::ServiceReply { product_key, device_name, .. }
-            | Topic::PropertySet { product_key, device_name }
-            | Topic::PropertySetReply { product_key, device_name }
-            | Topic::PropertyGet { product_key, device_name }
-            | Topic::PropertyGetReply { product_key, device_name }
-            | Topic::RrpcRequest { product_key, device_name, .. }
-            | Topic::RrpcResponse { product_key, device_name, .. }
-            | Topic::ExtRrpc { product_key, device_name, .. }
-            | Topic::DownRaw { product_key, device_name }
-            | Topic::DownRawReply { product_key, device_name }
-            | Topic::DownlinkReply { product_key, device_name }
-            | Topic::Status { product_key, device_name } => Some((product_key, device_name)),
+            Topic::ServiceRequest {
+                product_key,
+                device_name,
+                ..
+            }
+            | Topic::ServiceReply {
+                product_key,
+                device_name,
+                ..
+            }
+            | Topic::PropertySet {
+                product_key,
+                device_name,
+            }
+            | Topic::PropertySetReply {
+                product_key,
+                device_name,
+            }
+            | Topic::PropertyGet {
+                product_key,
+                device_name,
+            }
+            | Topic::PropertyGetReply {
+                product_key,
+                device_name,
+            }
+            | Topic::RrpcRequest {
+                product_key,
+                device_name,
+                ..
+            }
+            | Topic::RrpcResponse {
+                product_key,
+                device_name,
+                ..
+            }
+            | Topic::ExtRrpc {
+                product_key,
+                device_name,
+                ..
+            }
+            | Topic::DownRaw {
+                product_key,
+                device_name,
+            }
+            | Topic::DownRawReply {
+                product_key,
+                device_name,
+            }
+            | Topic::DownlinkReply {
+                product_key,
+                device_name,
+            }
+            | Topic::Status {
+                product_key,
+                device_name,
+            } => Some((product_key, device_name)),
             Topic::ExtRrpcCustom { .. } => None,
         }
     }
@@ -218,19 +283,56 @@ fn device(pk: &str, dn: &str) -> Option<(ProductKey, DeviceName)> {
 
 fn sys_topic(product_key: ProductKey, device_name: DeviceName, tail: &[&str]) -> Option<Topic> {
     let topic = match tail {
-        ["thing", "service", "property", "set"] => Topic::PropertySet { product_key, device_name },
-        ["thing", "service", "property", "set_reply"] => Topic::PropertySetReply { product_key, device_name },
-        ["thing", "service", "property", "get"] => Topic::PropertyGet { product_key, device_name },
-        ["thing", "service", "property", "get_reply"] => Topic::PropertyGetReply { product_key, device_name },
-        ["thing", "service", id] => match id.strip_suffix("_reply").map(Identifier::new) {
-            Some(Ok(identifier)) => Topic::ServiceReply { product_key, device_name, identifier },
-            _ => Topic::ServiceRequest { product_key, device_name, identifier: Identifier::new(*id).ok()? },
+        ["thing", "service", "property", "set"] => Topic::PropertySet {
+            product_key,
+            device_name,
         },
-        ["rrpc", "request", mid] => Topic::RrpcRequest { product_key, device_name, message_id: mid.parse().ok()? },
-        ["rrpc", "response", mid] => Topic::RrpcResponse { product_key, device_name, message_id: mid.parse().ok()? },
-        ["thing", "model", "down_raw"] => Topic::DownRaw { product_key, device_name },
-        ["thing", "model", "down_raw_reply"] => Topic::DownRawReply { product_key, device_name },
-        ["thing", "downlink", "reply", "message"] => Topic::DownlinkReply { product_key, device_name },
+        ["thing", "service", "property", "set_reply"] => Topic::PropertySetReply {
+            product_key,
+            device_name,
+        },
+        ["thing", "service", "property", "get"] => Topic::PropertyGet {
+            product_key,
+            device_name,
+        },
+        ["thing", "service", "property", "get_reply"] => Topic::PropertyGetReply {
+            product_key,
+            device_name,
+        },
+        ["thing", "service", id] => match id.strip_suffix("_reply").map(Identifier::new) {
+            Some(Ok(identifier)) => Topic::ServiceReply {
+                product_key,
+                device_name,
+                identifier,
+            },
+            _ => Topic::ServiceRequest {
+                product_key,
+                device_name,
+                identifier: Identifier::new(*id).ok()?,
+            },
+        },
+        ["rrpc", "request", mid] => Topic::RrpcRequest {
+            product_key,
+            device_name,
+            message_id: mid.parse().ok()?,
+        },
+        ["rrpc", "response", mid] => Topic::RrpcResponse {
+            product_key,
+            device_name,
+            message_id: mid.parse().ok()?,
+        },
+        ["thing", "model", "down_raw"] => Topic::DownRaw {
+            product_key,
+            device_name,
+        },
+        ["thing", "model", "down_raw_reply"] => Topic::DownRawReply {
+            product_key,
+            device_name,
+        },
+        ["thing", "downlink", "reply", "message"] => Topic::DownlinkReply {
+            product_key,
+            device_name,
+        },
         _ => return None,
     };
     Some(topic)
@@ -239,44 +341,124 @@ fn sys_topic(product_key: ProductKey, device_name: DeviceName, tail: &[&str]) ->
 impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Topic::ServiceRequest { product_key, device_name, identifier } => {
-                write!(f, "/sys/{product_key}/{device_name}/thing/service/{identifier}")
+            Topic::ServiceRequest {
+                product_key,
+                device_name,
+                identifier,
+            } => {
+                write!(
+                    f,
+                    "/sys/{product_key}/{device_name}/thing/service/{identifier}"
+                )
             }
-            Topic::ServiceReply { product_key, device_name, identifier } => {
-                write!(f, "/sys/{product_key}/{device_name}/thing/service/{identifier}_reply")
+            Topic::ServiceReply {
+                product_key,
+                device_name,
+                identifier,
+            } => {
+                write!(
+                    f,
+                    "/sys/{product_key}/{device_name}/thing/service/{identifier}_reply"
+                )
             }
-            Topic::PropertySet { product_key, device_name } => {
-                write!(f, "/sys/{product_key}/{device_name}/thing/service/property/set")
+            Topic::PropertySet {
+                product_key,
+                device_name,
+            } => {
+                write!(
+                    f,
+                    "/sys/{product_key}/{device_name}/thing/service/property/set"
+                )
             }
-            Topic::PropertySetReply { product_key, device_name } => {
-                write!(f, "/sys/{product_key}/{device_name}/thing/service/property/set_reply")
+            Topic::PropertySetReply {
+                product_key,
+                device_name,
+            } => {
+                write!(
+                    f,
+                    "/sys/{product_key}/{device_name}/thing/service/property/set_reply"
+                )
             }
-            Topic::PropertyGet { product_key, device_name } => {
-                write!(f, "/sys/{product_key}/{device_name}/thing/service/property/get")
+            Topic::PropertyGet {
+                product_key,
+                device_name,
+            } => {
+                write!(
+                    f,
+                    "/sys/{product_key}/{device_name}/thing/service/property/get"
+                )
             }
-            Topic::PropertyGetReply { product_key, device_name } => {
-                write!(f, "/sys/{product_key}/{device_name}/thing/service/property/get_reply")
+            Topic::PropertyGetReply {
+                product_key,
+                device_name,
+            } => {
+                write!(
+                    f,
+                    "/sys/{product_key}/{device_name}/thing/service/property/get_reply"
+                )
             }
-            Topic::RrpcRequest { product_key, device_name, message_id } => {
-                write!(f, "/sys/{product_key}/{device_name}/rrpc/request/{message_id}")
+            Topic::RrpcRequest {
+                product_key,
+                device_name,
+                message_id,
+            } => {
+                write!(
+                    f,
+                    "/sys/{product_key}/{device_name}/rrpc/request/{message_id}"
+                )
             }
-            Topic::RrpcResponse { product_key, device_name, message_id } => {
-                write!(f, "/sys/{product_key}/{device_name}/rrpc/response/{message_id}")
+            Topic::RrpcResponse {
+                product_key,
+                device_name,
+                message_id,
+            } => {
+                write!(
+                    f,
+                    "/sys/{product_key}/{device_name}/rrpc/response/{message_id}"
+                )
             }
-            Topic::ExtRrpc { message_id, product_key, device_name, identifier } => {
-                write!(f, "/ext/rrpc/{message_id}/sys/{product_key}/{device_name}/thing/service/{identifier}")
+            Topic::ExtRrpc {
+                message_id,
+                product_key,
+                device_name,
+                identifier,
+            } => {
+                write!(
+                    f,
+                    "/ext/rrpc/{message_id}/sys/{product_key}/{device_name}/thing/service/{identifier}"
+                )
             }
-            Topic::ExtRrpcCustom { message_id, topic } => write!(f, "/ext/rrpc/{message_id}{topic}"),
-            Topic::DownRaw { product_key, device_name } => {
+            Topic::ExtRrpcCustom { message_id, topic } => {
+                write!(f, "/ext/rrpc/{message_id}{topic}")
+            }
+            Topic::DownRaw {
+                product_key,
+                device_name,
+            } => {
                 write!(f, "/sys/{product_key}/{device_name}/thing/model/down_raw")
             }
-            Topic::DownRawReply { product_key, device_name } => {
-                write!(f, "/sys/{product_key}/{device_name}/thing/model/down_raw_reply")
+            Topic::DownRawReply {
+                product_key,
+                device_name,
+            } => {
+                write!(
+                    f,
+                    "/sys/{product_key}/{device_name}/thing/model/down_raw_reply"
+                )
             }
-            Topic::DownlinkReply { product_key, device_name } => {
-                write!(f, "/sys/{product_key}/{device_name}/thing/downlink/reply/message")
+            Topic::DownlinkReply {
+                product_key,
+                device_name,
+            } => {
+                write!(
+                    f,
+                    "/sys/{product_key}/{device_name}/thing/downlink/reply/message"
+                )
             }
-            Topic::Status { product_key, device_name } => {
+            Topic::Status {
+                product_key,
+                device_name,
+            } => {
                 write!(f, "/as/mqtt/status/{product_key}/{device_name}")
             }
         }
@@ -298,15 +480,75 @@ mod tests {
     #[test]
     fn documented_forms() {
         let cases = [
-            ("/sys/a1TestPk001/dev1/thing/service/Calibrate", Topic::ServiceRequest { product_key: pk(), device_name: dn(), identifier: Identifier::new("Calibrate").unwrap() }),
-            ("/sys/a1TestPk001/dev1/thing/service/Calibrate_reply", Topic::ServiceReply { product_key: pk(), device_name: dn(), identifier: Identifier::new("Calibrate").unwrap() }),
-            ("/sys/a1TestPk001/dev1/thing/service/property/set", Topic::PropertySet { product_key: pk(), device_name: dn() }),
-            ("/sys/a1TestPk001/dev1/rrpc/request/443859344534", Topic::RrpcRequest { product_key: pk(), device_name: dn(), message_id: MessageId::from_u64(443859344534) }),
-            ("/sys/a1TestPk001/dev1/rrpc/response/443859344534", Topic::RrpcResponse { product_key: pk(), device_name: dn(), message_id: MessageId::from_u64(443859344534) }),
-            ("/ext/rrpc/42/sys/a1TestPk001/dev1/thing/service/Calibrate", Topic::ExtRrpc { message_id: MessageId::from_u64(42), product_key: pk(), device_name: dn(), identifier: Identifier::new("Calibrate").unwrap() }),
-            ("/ext/rrpc/42/a1TestPk001/dev1/user/cmd", Topic::ExtRrpcCustom { message_id: MessageId::from_u64(42), topic: "/a1TestPk001/dev1/user/cmd".to_owned() }),
-            ("/sys/a1TestPk001/dev1/thing/downlink/reply/message", Topic::DownlinkReply { product_key: pk(), device_name: dn() }),
-            ("/as/mqtt/status/a1TestPk001/dev1", Topic::Status { product_key: pk(), device_name: dn() }),
+            (
+                "/sys/a1TestPk001/dev1/thing/service/Calibrate",
+                Topic::ServiceRequest {
+                    product_key: pk(),
+                    device_name: dn(),
+                    identifier: Identifier::new("Calibrate").unwrap(),
+                },
+            ),
+            (
+                "/sys/a1TestPk001/dev1/thing/service/Calibrate_reply",
+                Topic::ServiceReply {
+                    product_key: pk(),
+                    device_name: dn(),
+                    identifier: Identifier::new("Calibrate").unwrap(),
+                },
+            ),
+            (
+                "/sys/a1TestPk001/dev1/thing/service/property/set",
+                Topic::PropertySet {
+                    product_key: pk(),
+                    device_name: dn(),
+                },
+            ),
+            (
+                "/sys/a1TestPk001/dev1/rrpc/request/443859344534",
+                Topic::RrpcRequest {
+                    product_key: pk(),
+                    device_name: dn(),
+                    message_id: MessageId::from_u64(443859344534),
+                },
+            ),
+            (
+                "/sys/a1TestPk001/dev1/rrpc/response/443859344534",
+                Topic::RrpcResponse {
+                    product_key: pk(),
+                    device_name: dn(),
+                    message_id: MessageId::from_u64(443859344534),
+                },
+            ),
+            (
+                "/ext/rrpc/42/sys/a1TestPk001/dev1/thing/service/Calibrate",
+                Topic::ExtRrpc {
+                    message_id: MessageId::from_u64(42),
+                    product_key: pk(),
+                    device_name: dn(),
+                    identifier: Identifier::new("Calibrate").unwrap(),
+                },
+            ),
+            (
+                "/ext/rrpc/42/a1TestPk001/dev1/user/cmd",
+                Topic::ExtRrpcCustom {
+                    message_id: MessageId::from_u64(42),
+                    topic: "/a1TestPk001/dev1/user/cmd".to_owned(),
+                },
+            ),
+            (
+                "/sys/a1TestPk001/dev1/thing/downlink/reply/message",
+                Topic::DownlinkReply {
+                    product_key: pk(),
+                    device_name: dn(),
+                },
+            ),
+            (
+                "/as/mqtt/status/a1TestPk001/dev1",
+                Topic::Status {
+                    product_key: pk(),
+                    device_name: dn(),
+                },
+            ),
         ];
         for (text, topic) in cases {
             assert_eq!(Topic::parse(text).unwrap(), topic, "{text}");
@@ -320,10 +562,19 @@ mod tests {
     #[test]
     fn rejects_foreign_and_malformed_topics() {
         for bad in [
-            "", "sys/a/b", "/sys/a1TestPk001", "/sys/a1TestPk001/dev1/thing/service/",
-            "/sys/a1TestPk001/dev1/thing/service/bad-id", "/sys/a1TestPk001/d/thing/service/x",
-            "/sys/a1TestPk001/dev1/rrpc/request/abc", "/ext/rrpc/x/sys/a/b", "/ext/rrpc/1",
-            "/ext/rrpc/1/", "/ext/rrpc/1/a//b", "/ext/rrpc/1/a/+", "/other/topic",
+            "",
+            "sys/a/b",
+            "/sys/a1TestPk001",
+            "/sys/a1TestPk001/dev1/thing/service/",
+            "/sys/a1TestPk001/dev1/thing/service/bad-id",
+            "/sys/a1TestPk001/d/thing/service/x",
+            "/sys/a1TestPk001/dev1/rrpc/request/abc",
+            "/ext/rrpc/x/sys/a/b",
+            "/ext/rrpc/1",
+            "/ext/rrpc/1/",
+            "/ext/rrpc/1/a//b",
+            "/ext/rrpc/1/a/+",
+            "/other/topic",
         ] {
             assert!(Topic::parse(bad).is_err(), "{bad}");
         }
@@ -348,20 +599,76 @@ mod tests {
 
     fn arb_topic() -> impl Strategy<Value = Topic> {
         prop_oneof![
-            (arb_pk(), arb_dn(), arb_id()).prop_map(|(product_key, device_name, identifier)| Topic::ServiceRequest { product_key, device_name, identifier }),
-            (arb_pk(), arb_dn(), arb_id()).prop_map(|(product_key, device_name, identifier)| Topic::ServiceReply { product_key, device_name, identifier }),
-            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::PropertySet { product_key, device_name }),
-            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::PropertySetReply { product_key, device_name }),
-            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::PropertyGet { product_key, device_name }),
-            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::PropertyGetReply { product_key, device_name }),
-            (arb_pk(), arb_dn(), arb_mid()).prop_map(|(product_key, device_name, message_id)| Topic::RrpcRequest { product_key, device_name, message_id }),
-            (arb_pk(), arb_dn(), arb_mid()).prop_map(|(product_key, device_name, message_id)| Topic::RrpcResponse { product_key, device_name, message_id }),
-            (arb_mid(), arb_pk(), arb_dn(), arb_id()).prop_map(|(message_id, product_key, device_name, identifier)| Topic::ExtRrpc { message_id, product_key, device_name, identifier }),
-            (arb_mid(), "(/[a-z0-9_]{1,8}){1,5}").prop_map(|(message_id, topic)| Topic::ExtRrpcCustom { message_id, topic }),
-            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::DownRaw { product_key, device_name }),
-            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::DownRawReply { product_key, device_name }),
-            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::DownlinkReply { product_key, device_name }),
-            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::Status { product_key, device_name }),
+            (arb_pk(), arb_dn(), arb_id()).prop_map(|(product_key, device_name, identifier)| {
+                Topic::ServiceRequest {
+                    product_key,
+                    device_name,
+                    identifier,
+                }
+            }),
+            (arb_pk(), arb_dn(), arb_id()).prop_map(|(product_key, device_name, identifier)| {
+                Topic::ServiceReply {
+                    product_key,
+                    device_name,
+                    identifier,
+                }
+            }),
+            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::PropertySet {
+                product_key,
+                device_name
+            }),
+            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::PropertySetReply {
+                product_key,
+                device_name
+            }),
+            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::PropertyGet {
+                product_key,
+                device_name
+            }),
+            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::PropertyGetReply {
+                product_key,
+                device_name
+            }),
+            (arb_pk(), arb_dn(), arb_mid()).prop_map(|(product_key, device_name, message_id)| {
+                Topic::RrpcRequest {
+                    product_key,
+                    device_name,
+                    message_id,
+                }
+            }),
+            (arb_pk(), arb_dn(), arb_mid()).prop_map(|(product_key, device_name, message_id)| {
+                Topic::RrpcResponse {
+                    product_key,
+                    device_name,
+                    message_id,
+                }
+            }),
+            (arb_mid(), arb_pk(), arb_dn(), arb_id()).prop_map(
+                |(message_id, product_key, device_name, identifier)| Topic::ExtRrpc {
+                    message_id,
+                    product_key,
+                    device_name,
+                    identifier
+                }
+            ),
+            (arb_mid(), "(/[a-z0-9_]{1,8}){1,5}")
+                .prop_map(|(message_id, topic)| Topic::ExtRrpcCustom { message_id, topic }),
+            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::DownRaw {
+                product_key,
+                device_name
+            }),
+            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::DownRawReply {
+                product_key,
+                device_name
+            }),
+            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::DownlinkReply {
+                product_key,
+                device_name
+            }),
+            (arb_pk(), arb_dn()).prop_map(|(product_key, device_name)| Topic::Status {
+                product_key,
+                device_name
+            }),
         ]
     }
 

@@ -80,8 +80,16 @@ impl ApiError {
 
     /// An error with a caller-chosen message (used when decoding responses
     /// from a server, whose message text is whatever the server said).
-    pub fn with_message(code: ErrorCode, wire_code: impl Into<String>, message: impl Into<String>) -> ApiError {
-        ApiError { code, wire_code: Cow::Owned(wire_code.into()), message: message.into() }
+    pub fn with_message(
+        code: ErrorCode,
+        wire_code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            code,
+            wire_code: Cow::Owned(wire_code.into()),
+            message: message.into(),
+        }
     }
 
     /// `Missing{Name}`: a required parameter was not supplied.
@@ -110,7 +118,11 @@ impl ApiError {
     /// `SignatureDoesNotMatch` carrying the server's string-to-sign, in the
     /// exact form the official SDKs parse.
     pub fn signature_mismatch(string_to_sign: &str) -> ApiError {
-        ApiError::templated(ErrorCode::SignatureDoesNotMatch, "{StringToSign}", string_to_sign)
+        ApiError::templated(
+            ErrorCode::SignatureDoesNotMatch,
+            "{StringToSign}",
+            string_to_sign,
+        )
     }
 
     fn templated(code: ErrorCode, placeholder: &str, value: &str) -> ApiError {
