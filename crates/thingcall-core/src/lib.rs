@@ -37,3 +37,8 @@ pub use topic::{Topic, TopicError};
 
 /// The only OpenAPI version thingcall serves (`Version=2018-01-20`).
 pub const API_VERSION: &str = "2018-01-20";
+
+/// The README example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

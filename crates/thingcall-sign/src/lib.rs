@@ -24,3 +24,8 @@ pub use policy::{
 };
 pub use thingcall_core::Secret;
 pub use thingcall_core::secret::constant_time_eq;
+
+/// The README example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

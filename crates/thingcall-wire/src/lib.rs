@@ -27,3 +27,8 @@ pub use envelope::{
 };
 pub use node::DecodeError;
 pub use params::Params;
+
+/// The README example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

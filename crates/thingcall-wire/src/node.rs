@@ -32,6 +32,9 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// An open XML element while parsing: its name, child elements and text.
+type Frame = (String, Vec<(String, Node)>, String);
+
 /// One decoded value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Node {
@@ -78,8 +81,7 @@ impl Node {
         let text =
             std::str::from_utf8(bytes).map_err(|_| DecodeError::new("XML body is not UTF-8"))?;
         let mut reader = Reader::from_str(text);
-        // Frames of (element name, child elements, text).
-        let mut stack: Vec<(String, Vec<(String, Node)>, String)> = Vec::new();
+        let mut stack: Vec<Frame> = Vec::new();
         let mut root: Option<(String, Node)> = None;
         loop {
             let event = reader

@@ -1,6 +1,6 @@
 //! Request parsing: bad input gets its documented code, and no input panics.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)] // test code; case tables
 
 use proptest::prelude::*;
 use thingcall_core::{DeviceRef, ErrorCode};

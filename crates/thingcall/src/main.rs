@@ -1,1 +1,53 @@
-fn main() {}
+//! `thingcall`: the command line of the thingcall platform.
+//!
+//! Today it signs requests (`sign v1`, `sign v3`), makes device MQTT
+//! credentials (`device credentials`) and works with thing models (`tsl
+//! check|schema|validate`). Every command prints its main result on the last
+//! line, so scripts can take `tail -n 1`.
+//!
+//! Exit codes: 0 success, 1 the input was checked and found wanting (TSL
+//! problems, Args violations), 2 usage or input errors.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// thingcall: a self-hostable, wire-compatible Alibaba Cloud IoT
+/// InvokeThingService platform.
+#[derive(Parser)]
+#[command(name = "thingcall", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign a request the way Alibaba's SDKs do (v1 HMAC-SHA1, v3 ACS3-HMAC-SHA256).
+    #[command(subcommand)]
+    Sign(cmd::sign::SignCommand),
+    /// Device tooling: MQTT credentials.
+    #[command(subcommand)]
+    Device(cmd::device::DeviceCommand),
+    /// Thing models (TSL): check, print schemas, validate Args.
+    #[command(subcommand)]
+    Tsl(cmd::tsl::TslCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Sign(c) => c.run(),
+        Command::Device(c) => c.run(),
+        Command::Tsl(c) => c.run(),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

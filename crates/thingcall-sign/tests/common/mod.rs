@@ -3,7 +3,7 @@
 /// Decodes a query string with form rules (`+` is a space): the server's
 /// view of a request. Test inputs are well formed, so malformed input
 /// panics here.
-pub fn decode_query(raw: &str) -> Vec<(String, String)> {
+pub(crate) fn decode_query(raw: &str) -> Vec<(String, String)> {
     fn decode(s: &str) -> String {
         let bytes = s.as_bytes();
         let mut out = Vec::new();

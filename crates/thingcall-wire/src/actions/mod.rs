@@ -4,13 +4,13 @@
 //! parsed from a [`Params`] (with Alibaba's error codes) and written back
 //! (for clients), and its response body type.
 //!
-//! * [`invoke`]: `InvokeThingService`, `InvokeThingsService`.
-//! * [`product`]: `CreateProduct`, `QueryProduct`, `DeleteProduct`.
-//! * [`device`]: `RegisterDevice`, `QueryDeviceDetail`, `GetDeviceStatus`,
+//! * [`invoke`] holds `InvokeThingService`, `InvokeThingsService`.
+//! * [`product`] holds `CreateProduct`, `QueryProduct`, `DeleteProduct`.
+//! * [`device`] holds `RegisterDevice`, `QueryDeviceDetail`, `GetDeviceStatus`,
 //!   `DeleteDevice`, `DisableThing`, `EnableThing`.
-//! * [`thing_model`]: `ImportThingModelTsl`, `PublishThingModel`,
+//! * [`thing_model`] holds `ImportThingModelTsl`, `PublishThingModel`,
 //!   `GetThingModelTsl`, `GetThingModelTslPublished`.
-//! * [`service_data`]: `QueryDeviceServiceData`.
+//! * [`service_data`] holds `QueryDeviceServiceData`.
 
 pub mod device;
 pub mod invoke;
