@@ -1,0 +1,67 @@
+//! Counters for everything the gateway refuses, drops or redelivers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$m:meta])* $name:ident),* $(,)?) => {
+        /// The gateway's counters. Every refusal and drop is counted here
+        /// (and logged where it happens).
+        #[derive(Debug, Default)]
+        pub struct GatewayMetrics {
+            $( $(#[$m])* pub $name: AtomicU64, )*
+        }
+
+        impl GatewayMetrics {
+            /// Every counter by name, for `/metrics` and tests.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$( (stringify!($name), self.$name.load(Ordering::Relaxed)), )*]
+            }
+        }
+    };
+}
+
+counters!(
+    /// TCP connections accepted.
+    connections_accepted,
+    /// CONNECTs answered with a non-zero CONNACK.
+    connects_refused,
+    /// Sessions closed because the same device logged in again.
+    sessions_kicked,
+    /// Connections dropped after 1.5x their keepalive without a packet.
+    keepalive_timeouts,
+    /// SUBSCRIBE filters refused by the topic ACL (SUBACK 0x80).
+    acl_denied_subscribes,
+    /// PUBLISHes outside the device's namespace (dropped, connection closed).
+    acl_denied_publishes,
+    /// Frames that could not be parsed, or broke the protocol.
+    malformed_frames,
+    /// Frames over the payload limit.
+    oversized_frames,
+    /// Reply payloads that are not Alink JSON.
+    bad_payloads,
+    /// Device messages on topics the gateway does not act on.
+    uplinks_ignored,
+    /// Deliveries refused because the device's queue was full.
+    queue_overflows,
+    /// Messages written to devices.
+    messages_sent,
+    /// QoS 1 messages sent again after a reconnect.
+    messages_redelivered,
+    /// Replies received from devices.
+    replies_received,
+);
+
+impl GatewayMetrics {
+    /// Adds one to a counter.
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One counter's value.
+    pub fn get(&self, name: &str) -> u64 {
+        self.snapshot()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| v)
+    }
+}

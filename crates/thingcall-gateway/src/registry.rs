@@ -1,0 +1,97 @@
+//! Where the gateway looks up device credentials.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use thingcall_core::Secret;
+use thingcall_transport::DeviceKey;
+
+/// What the registry knows about a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceLookup {
+    /// Never registered.
+    Unknown,
+    /// Registered once, deleted since.
+    Deleted,
+    /// Registered.
+    Found {
+        /// The device secret.
+        secret: Secret,
+        /// False when the device is disabled.
+        enabled: bool,
+    },
+}
+
+/// A registry failure (the store is unreachable, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryError(pub String);
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "device registry: {}", self.0)
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+/// The device registry the gateway authenticates against.
+#[async_trait]
+pub trait DeviceRegistry: Send + Sync {
+    /// Looks a device up.
+    async fn lookup(&self, device: &DeviceKey) -> Result<DeviceLookup, RegistryError>;
+}
+
+/// A registry in a map, for tests and the simulator's own checks.
+#[derive(Debug, Default)]
+pub struct MapRegistry {
+    devices: Mutex<HashMap<DeviceKey, DeviceLookup>>,
+}
+
+impl MapRegistry {
+    /// An empty registry.
+    pub fn new() -> MapRegistry {
+        MapRegistry::default()
+    }
+
+    /// Registers (or replaces) an enabled device.
+    pub fn insert(&self, device: DeviceKey, secret: Secret) {
+        self.lock().insert(
+            device,
+            DeviceLookup::Found {
+                secret,
+                enabled: true,
+            },
+        );
+    }
+
+    /// Enables or disables a registered device.
+    pub fn set_enabled(&self, device: &DeviceKey, on: bool) {
+        if let Some(DeviceLookup::Found { enabled, .. }) = self.lock().get_mut(device) {
+            *enabled = on;
+        }
+    }
+
+    /// Marks a device deleted.
+    pub fn delete(&self, device: &DeviceKey) {
+        self.lock().insert(device.clone(), DeviceLookup::Deleted);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceKey, DeviceLookup>> {
+        match self.devices.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+#[async_trait]
+impl DeviceRegistry for MapRegistry {
+    async fn lookup(&self, device: &DeviceKey) -> Result<DeviceLookup, RegistryError> {
+        Ok(self
+            .lock()
+            .get(device)
+            .cloned()
+            .unwrap_or(DeviceLookup::Unknown))
+    }
+}

@@ -1,0 +1,592 @@
+//! One device connection: CONNECT, authentication, then the packet loop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, Subscribe,
+    SubscribeReasonCode, UnsubAck, Unsubscribe,
+};
+use rumqttc::mqttbytes::{Error as CodecError, QoS};
+use thingcall_core::{AlinkReply, DeviceName, ProductKey, Topic};
+use thingcall_sign::device::{MqttClientId, parse_username, verify_password};
+use thingcall_transport::{DeviceKey, DeviceReply, PresenceEvent, ReplyVia, TransportEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::metrics::GatewayMetrics;
+use crate::registry::DeviceLookup;
+use crate::{Filters, Inner, Outgoing, SessionHandle, StoredSession, acl, lock};
+
+/// Why a connection ended, for logs and presence events.
+enum End {
+    Closed(&'static str),
+    Kicked(String),
+    Error(String),
+}
+
+struct Conn {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    buf: BytesMut,
+    out: BytesMut,
+    max_packet: usize,
+}
+
+impl Conn {
+    /// The next complete packet, or `None` at end of stream.
+    async fn read_packet(&mut self) -> Result<Option<Packet>, CodecError> {
+        loop {
+            if let Some(p) = self.try_parse()? {
+                return Ok(Some(p));
+            }
+            if self.rd.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A packet already in the buffer, if there is a whole one.
+    fn try_parse(&mut self) -> Result<Option<Packet>, CodecError> {
+        match Packet::read(&mut self.buf, self.max_packet) {
+            Ok(p) => Ok(Some(p)),
+            Err(CodecError::InsufficientBytes(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn send(&mut self, packet: Packet) -> std::io::Result<()> {
+        self.out.clear();
+        packet
+            .write(&mut self.out, usize::MAX)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        self.wr.write_all(&self.out).await
+    }
+}
+
+pub(crate) async fn run(inner: Arc<Inner>, stream: TcpStream, addr: SocketAddr) {
+    // Without TCP_NODELAY every QoS 1 round trip stalls ~40 ms on delayed ACKs.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::warn!(%addr, error = %e, "cannot set TCP_NODELAY");
+    }
+    let (rd, wr) = stream.into_split();
+    let mut conn = Conn {
+        rd,
+        wr,
+        buf: BytesMut::with_capacity(4096),
+        out: BytesMut::with_capacity(4096),
+        max_packet: inner.config.max_packet,
+    };
+
+    let connect = match tokio::time::timeout(inner.config.connect_timeout, conn.read_packet()).await
+    {
+        Ok(Ok(Some(Packet::Connect(c)))) => c,
+        Ok(Ok(Some(other))) => {
+            GatewayMetrics::inc(&inner.metrics.malformed_frames);
+            tracing::info!(%addr, packet = ?packet_name(&other), "first packet is not CONNECT; closing");
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            count_codec_error(&inner, &e);
+            tracing::info!(%addr, error = %e, "bad CONNECT; closing");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%addr, "no CONNECT in time; closing");
+            return;
+        }
+    };
+
+    let auth = match authenticate(&inner, &connect).await {
+        Ok(auth) => auth,
+        Err(code) => {
+            GatewayMetrics::inc(&inner.metrics.connects_refused);
+            tracing::info!(%addr, client_id = %connect.client_id, code = ?code, "CONNECT refused");
+            let _ = conn.send(Packet::ConnAck(ConnAck::new(code, false))).await;
+            return;
+        }
+    };
+    session(inner, conn, addr, connect, auth).await;
+}
+
+struct Auth {
+    device: DeviceKey,
+    client_id: MqttClientId,
+}
+
+async fn authenticate(inner: &Inner, connect: &Connect) -> Result<Auth, ConnectReturnCode> {
+    let cfg = &inner.config;
+    if !(cfg.min_keepalive..=cfg.max_keepalive).contains(&connect.keep_alive) {
+        return Err(ConnectReturnCode::BadClientId);
+    }
+    let client_id =
+        MqttClientId::parse(&connect.client_id).map_err(|_| ConnectReturnCode::BadClientId)?;
+    let method_ok = client_id.sign_method().is_ok();
+    if !method_ok {
+        return Err(ConnectReturnCode::BadClientId);
+    }
+    let login = connect
+        .login
+        .as_ref()
+        .ok_or(ConnectReturnCode::BadUserNamePassword)?;
+    let (dn, pk) = parse_username(&login.username).ok_or(ConnectReturnCode::BadUserNamePassword)?;
+    let device = match (ProductKey::new(pk), DeviceName::new(dn)) {
+        (Ok(p), Ok(d)) => DeviceKey::new(p, d),
+        _ => return Err(ConnectReturnCode::BadUserNamePassword),
+    };
+    let (secret, enabled) = match inner.registry.lookup(&device).await {
+        Ok(DeviceLookup::Found { secret, enabled }) => (secret, enabled),
+        Ok(DeviceLookup::Unknown) => return Err(ConnectReturnCode::BadUserNamePassword),
+        Ok(DeviceLookup::Deleted) => return Err(ConnectReturnCode::NotAuthorized),
+        Err(e) => {
+            tracing::error!(%device, error = %e, "registry lookup failed");
+            return Err(ConnectReturnCode::ServiceUnavailable);
+        }
+    };
+    let ok = verify_password(&client_id, dn, pk, secret.expose(), &login.password).unwrap_or(false);
+    if !ok {
+        return Err(ConnectReturnCode::BadUserNamePassword);
+    }
+    // Disabled is only revealed to a device that proved it holds the secret.
+    if !enabled {
+        return Err(ConnectReturnCode::NotAuthorized);
+    }
+    Ok(Auth { device, client_id })
+}
+
+fn packet_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
+
+fn count_codec_error(inner: &Inner, e: &CodecError) {
+    match e {
+        CodecError::PayloadSizeLimitExceeded(_) | CodecError::PayloadTooLong => {
+            GatewayMetrics::inc(&inner.metrics.oversized_frames)
+        }
+        CodecError::Io(_) => {}
+        _ => GatewayMetrics::inc(&inner.metrics.malformed_frames),
+    }
+}
+
+/// QoS 1 messages sent and waiting for PUBACK, by packet id.
+struct Inflight {
+    by_pkid: HashMap<u16, Outgoing>,
+    next: u16,
+}
+
+impl Inflight {
+    fn new() -> Inflight {
+        Inflight {
+            by_pkid: HashMap::new(),
+            next: 1,
+        }
+    }
+
+    fn allocate(&mut self) -> u16 {
+        loop {
+            let id = self.next;
+            self.next = if self.next == u16::MAX {
+                1
+            } else {
+                self.next + 1
+            };
+            if !self.by_pkid.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+async fn session(
+    inner: Arc<Inner>,
+    mut conn: Conn,
+    addr: SocketAddr,
+    connect: Connect,
+    auth: Auth,
+) {
+    let device = auth.device;
+    let ext_rrpc = auth.client_id.ext_rrpc();
+    let generation = inner.generation();
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(inner.config.outbound_queue);
+    let (kick_tx, mut kick_rx) = watch::channel::<Option<String>>(None);
+
+    // Restore or discard the stored session, then take the device's place,
+    // kicking whoever held it.
+    let stored = lock(&inner.stored).remove(&device);
+    let session_present = !connect.clean_session && stored.is_some();
+    let stored = if connect.clean_session {
+        StoredSession::default()
+    } else {
+        stored.unwrap_or_default()
+    };
+    let mut initial_filters = stored.filters;
+    if auth.client_id.auto_subscribe() {
+        for f in acl::system_filters(&device) {
+            if !initial_filters.iter().any(|(g, _)| *g == f) {
+                initial_filters.push((f, QoS::AtLeastOnce));
+            }
+        }
+    }
+    let filters: Filters = Arc::new(Mutex::new(initial_filters));
+    let handle = SessionHandle {
+        generation,
+        outbound: out_tx,
+        kick: kick_tx,
+        ext_rrpc,
+        filters: Arc::clone(&filters),
+    };
+    let previous = lock(&inner.sessions).insert(device.clone(), handle);
+    if let Some(prev) = previous {
+        GatewayMetrics::inc(&inner.metrics.sessions_kicked);
+        let _ = prev.kick.send(Some("kicked by a new login".to_owned()));
+    }
+
+    if conn
+        .send(Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::Success,
+            session_present,
+        )))
+        .await
+        .is_err()
+    {
+        cleanup(
+            &inner,
+            &device,
+            generation,
+            &filters,
+            connect.clean_session,
+            ext_rrpc,
+            Vec::new(),
+            &mut out_rx,
+            None,
+        )
+        .await;
+        return;
+    }
+    tracing::info!(%device, %addr, clean_session = connect.clean_session, ext_rrpc, "device online");
+    inner
+        .hub
+        .publish(TransportEvent::Presence(PresenceEvent {
+            device: device.clone(),
+            online: true,
+            at: inner.clock.now(),
+            client_addr: Some(addr),
+            reason: "connect".to_owned(),
+        }))
+        .await;
+
+    let mut inflight = Inflight::new();
+    let mut backlog: Vec<Outgoing> = stored.queued.into_iter().collect();
+    if !backlog.is_empty() {
+        tracing::info!(%device, count = backlog.len(), "delivering messages kept while offline");
+    }
+    let silence = Duration::from_millis(u64::from(connect.keep_alive) * 1500);
+    let mut deadline = Instant::now() + silence;
+
+    let end = 'conn: loop {
+        // Messages kept while offline go first, in order.
+        while inflight.by_pkid.len() < inner.config.max_inflight && !backlog.is_empty() {
+            let mut msg = backlog.remove(0);
+            msg.dup = true;
+            GatewayMetrics::inc(&inner.metrics.messages_redelivered);
+            if let Err(e) = send_publish(&inner, &mut conn, &mut inflight, msg).await {
+                break 'conn End::Error(e.to_string());
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = kick_rx.changed() => {
+                let reason = kick_rx.borrow().clone().unwrap_or_else(|| "kicked".to_owned());
+                break End::Kicked(reason);
+            }
+            read = conn.rd.read_buf(&mut conn.buf) => {
+                match read {
+                    Ok(0) => break End::Closed("connection closed by the device"),
+                    Ok(_) => deadline = Instant::now() + silence,
+                    Err(e) => break End::Error(e.to_string()),
+                }
+                loop {
+                    match conn.try_parse() {
+                        Ok(Some(packet)) => {
+                            if let Err(end) = handle_packet(&inner, &mut conn, &device, &filters, &mut inflight, packet).await {
+                                break 'conn end;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            count_codec_error(&inner, &e);
+                            tracing::warn!(%device, error = %e, "bad frame; closing");
+                            break 'conn End::Error(e.to_string());
+                        }
+                    }
+                }
+            }
+            msg = out_rx.recv(), if inflight.by_pkid.len() < inner.config.max_inflight => {
+                let Some(msg) = msg else { break End::Closed("session replaced") };
+                if let Err(e) = send_publish(&inner, &mut conn, &mut inflight, msg).await {
+                    break End::Error(e.to_string());
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                GatewayMetrics::inc(&inner.metrics.keepalive_timeouts);
+                break End::Closed("keepalive timeout");
+            }
+        }
+    };
+
+    let (reason, kicked) = match &end {
+        End::Closed(r) => ((*r).to_owned(), false),
+        End::Kicked(r) => (r.clone(), true),
+        End::Error(e) => (format!("error: {e}"), false),
+    };
+    let _ = conn.wr.shutdown().await;
+    let mut unacked: Vec<Outgoing> = inflight.by_pkid.into_values().collect();
+    unacked.extend(backlog);
+    let replaced = kicked && reason == "kicked by a new login";
+    cleanup(
+        &inner,
+        &device,
+        generation,
+        &filters,
+        connect.clean_session,
+        ext_rrpc,
+        unacked,
+        &mut out_rx,
+        (!replaced).then_some((addr, reason)),
+    )
+    .await;
+}
+
+/// Removes the session (unless a newer login replaced it), keeps a
+/// persistent session's state, and reports the device offline.
+#[allow(clippy::too_many_arguments)] // one call site; the pieces are the session's state
+async fn cleanup(
+    inner: &Inner,
+    device: &DeviceKey,
+    generation: u64,
+    filters: &Filters,
+    clean_session: bool,
+    ext_rrpc: bool,
+    mut unacked: Vec<Outgoing>,
+    out_rx: &mut mpsc::Receiver<Outgoing>,
+    offline: Option<(SocketAddr, String)>,
+) {
+    {
+        let mut sessions = lock(&inner.sessions);
+        if sessions
+            .get(device)
+            .is_some_and(|h| h.generation == generation)
+        {
+            sessions.remove(device);
+        }
+    }
+    out_rx.close();
+    while let Ok(msg) = out_rx.try_recv() {
+        unacked.push(msg);
+    }
+    if !clean_session {
+        let queued: std::collections::VecDeque<Outgoing> = unacked
+            .into_iter()
+            .filter(|m| m.qos == QoS::AtLeastOnce)
+            .collect();
+        let filters = lock(filters).clone();
+        lock(&inner.stored).insert(
+            device.clone(),
+            StoredSession {
+                ext_rrpc,
+                filters,
+                queued,
+            },
+        );
+    }
+    if let Some((addr, reason)) = offline {
+        tracing::info!(%device, %addr, %reason, "device offline");
+        inner
+            .hub
+            .publish(TransportEvent::Presence(PresenceEvent {
+                device: device.clone(),
+                online: false,
+                at: inner.clock.now(),
+                client_addr: Some(addr),
+                reason,
+            }))
+            .await;
+    }
+}
+
+async fn send_publish(
+    inner: &Inner,
+    conn: &mut Conn,
+    inflight: &mut Inflight,
+    msg: Outgoing,
+) -> std::io::Result<()> {
+    let mut publish = Publish::from_bytes(msg.topic.clone(), msg.qos, msg.payload.clone());
+    publish.dup = msg.dup;
+    if msg.qos == QoS::AtLeastOnce {
+        let pkid = inflight.allocate();
+        publish.pkid = pkid;
+        inflight.by_pkid.insert(pkid, msg);
+    }
+    conn.send(Packet::Publish(publish)).await?;
+    GatewayMetrics::inc(&inner.metrics.messages_sent);
+    Ok(())
+}
+
+async fn handle_packet(
+    inner: &Inner,
+    conn: &mut Conn,
+    device: &DeviceKey,
+    filters: &Filters,
+    inflight: &mut Inflight,
+    packet: Packet,
+) -> Result<(), End> {
+    let io = |e: std::io::Error| End::Error(e.to_string());
+    match packet {
+        Packet::PingReq => conn.send(Packet::PingResp).await.map_err(io),
+        Packet::PubAck(ack) => {
+            inflight.by_pkid.remove(&ack.pkid);
+            Ok(())
+        }
+        Packet::Publish(publish) => handle_publish(inner, conn, device, publish).await,
+        Packet::Subscribe(sub) => handle_subscribe(inner, conn, device, filters, sub)
+            .await
+            .map_err(io),
+        Packet::Unsubscribe(Unsubscribe { pkid, topics }) => {
+            lock(filters).retain(|(f, _)| !topics.contains(f));
+            conn.send(Packet::UnsubAck(UnsubAck { pkid }))
+                .await
+                .map_err(io)
+        }
+        Packet::Disconnect => Err(End::Closed("DISCONNECT")),
+        other => {
+            GatewayMetrics::inc(&inner.metrics.malformed_frames);
+            tracing::warn!(%device, packet = packet_name(&other), "unexpected packet; closing");
+            Err(End::Error(format!("unexpected {}", packet_name(&other))))
+        }
+    }
+}
+
+async fn handle_subscribe(
+    inner: &Inner,
+    conn: &mut Conn,
+    device: &DeviceKey,
+    filters: &Filters,
+    sub: Subscribe,
+) -> std::io::Result<()> {
+    let mut codes = Vec::with_capacity(sub.filters.len());
+    for f in sub.filters {
+        if acl::may_subscribe(device, &f.path) {
+            // Alibaba has no QoS 2: grant at most 1.
+            let granted = if f.qos == QoS::AtMostOnce {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            let mut list = lock(filters);
+            list.retain(|(g, _)| *g != f.path);
+            list.push((f.path, granted));
+            codes.push(SubscribeReasonCode::Success(granted));
+        } else {
+            GatewayMetrics::inc(&inner.metrics.acl_denied_subscribes);
+            tracing::warn!(%device, filter = %f.path, "subscription outside the device's namespace refused");
+            codes.push(SubscribeReasonCode::Failure);
+        }
+    }
+    conn.send(Packet::SubAck(SubAck::new(sub.pkid, codes)))
+        .await
+}
+
+async fn handle_publish(
+    inner: &Inner,
+    conn: &mut Conn,
+    device: &DeviceKey,
+    publish: Publish,
+) -> Result<(), End> {
+    if publish.qos == QoS::ExactlyOnce {
+        GatewayMetrics::inc(&inner.metrics.malformed_frames);
+        tracing::warn!(%device, topic = %publish.topic, "QoS 2 is not supported; closing");
+        return Err(End::Error("QoS 2 publish".to_owned()));
+    }
+    if !acl::may_publish(device, &publish.topic) {
+        GatewayMetrics::inc(&inner.metrics.acl_denied_publishes);
+        tracing::warn!(%device, topic = %publish.topic, "publish outside the device's namespace; dropped, closing");
+        return Err(End::Error(
+            "publish outside the device's namespace".to_owned(),
+        ));
+    }
+    if publish.qos == QoS::AtLeastOnce {
+        conn.send(Packet::PubAck(PubAck::new(publish.pkid)))
+            .await
+            .map_err(|e| End::Error(e.to_string()))?;
+    }
+    let via_and_id = match Topic::parse(&publish.topic) {
+        Ok(Topic::RrpcResponse { message_id, .. }) | Ok(Topic::ExtRrpc { message_id, .. }) => {
+            Some((ReplyVia::Rrpc, Some(message_id)))
+        }
+        Ok(Topic::ServiceReply { identifier, .. }) => Some((
+            ReplyVia::Async {
+                identifier: identifier.into_string(),
+            },
+            None,
+        )),
+        Ok(Topic::PropertySetReply { .. }) => Some((
+            ReplyVia::Async {
+                identifier: "set".to_owned(),
+            },
+            None,
+        )),
+        Ok(Topic::PropertyGetReply { .. }) => Some((
+            ReplyVia::Async {
+                identifier: "get".to_owned(),
+            },
+            None,
+        )),
+        _ => None,
+    };
+    let Some((via, topic_id)) = via_and_id else {
+        GatewayMetrics::inc(&inner.metrics.uplinks_ignored);
+        tracing::debug!(%device, topic = %publish.topic, "device message on a topic the gateway does not act on");
+        return Ok(());
+    };
+    let reply = match AlinkReply::from_slice(&publish.payload) {
+        Ok(r) => r,
+        Err(e) => {
+            GatewayMetrics::inc(&inner.metrics.bad_payloads);
+            tracing::warn!(%device, topic = %publish.topic, error = %e, "reply is not Alink JSON; dropped");
+            return Ok(());
+        }
+    };
+    GatewayMetrics::inc(&inner.metrics.replies_received);
+    let message_id = topic_id.or_else(|| reply.id.message_id());
+    let event = DeviceReply {
+        device: device.clone(),
+        message_id,
+        via,
+        reply,
+        received_at: inner.clock.now(),
+    };
+    inner.hub.publish(TransportEvent::Reply(event)).await;
+    Ok(())
+}
