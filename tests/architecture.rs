@@ -3,8 +3,10 @@
 //! * The protocol crates (core, wire, sign, tsl) never depend, even
 //!   transitively, on an async runtime, an HTTP stack, an MQTT client, a
 //!   database driver or a TLS stack.
-//! * Within the workspace they only depend on crates below them: core on no
-//!   workspace crate; wire, sign and tsl on core alone.
+//! * Within the workspace every crate only depends on crates below it: core
+//!   on none; wire, sign, tsl and transport on core alone; the gateway on
+//!   core, sign, tsl and transport (never on wire or the server).
+//! * The transport and the gateway never pull an HTTP stack.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
@@ -127,6 +129,23 @@ fn protocol_crates_do_no_io() {
 }
 
 #[test]
+fn transport_and_gateway_have_no_http_stack() {
+    let g = graph();
+    let http = ["hyper", "hyper-util", "h2", "reqwest"];
+    for krate in ["thingcall-transport", "thingcall-gateway"] {
+        let bad: Vec<String> = g
+            .closure(krate)
+            .into_iter()
+            .filter(|n| http.contains(&n.as_str()))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "Architecture Invariant: {krate} must not depend on {bad:?}"
+        );
+    }
+}
+
+#[test]
 fn protocol_crates_only_depend_downwards() {
     let g = graph();
     let allowed: BTreeMap<&str, &[&str]> = BTreeMap::from([
@@ -134,6 +153,16 @@ fn protocol_crates_only_depend_downwards() {
         ("thingcall-wire", &["thingcall-core"][..]),
         ("thingcall-sign", &["thingcall-core"][..]),
         ("thingcall-tsl", &["thingcall-core"][..]),
+        ("thingcall-transport", &["thingcall-core"][..]),
+        (
+            "thingcall-gateway",
+            &[
+                "thingcall-core",
+                "thingcall-sign",
+                "thingcall-tsl",
+                "thingcall-transport",
+            ][..],
+        ),
     ]);
     for (krate, ok) in allowed {
         let ours: Vec<String> = g

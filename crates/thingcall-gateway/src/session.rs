@@ -76,11 +76,13 @@ pub(crate) async fn run(inner: Arc<Inner>, stream: TcpStream, addr: SocketAddr) 
         tracing::warn!(%addr, error = %e, "cannot set TCP_NODELAY");
     }
     let (rd, wr) = stream.into_split();
+    // Small initial buffers: most devices are idle most of the time, and a
+    // buffer grows when a big message comes.
     let mut conn = Conn {
         rd,
         wr,
-        buf: BytesMut::with_capacity(4096),
-        out: BytesMut::with_capacity(4096),
+        buf: BytesMut::with_capacity(1024),
+        out: BytesMut::with_capacity(512),
         max_packet: inner.config.max_packet,
     };
 

@@ -13,6 +13,45 @@ use super::Outcome;
 pub(crate) enum DeviceCommand {
     /// Print MQTT credentials for a device: client_id=, username=, password=.
     Credentials(CredentialsArgs),
+    /// Run simulated devices that answer every service of a thing model.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct SimulateArgs {
+    /// The MQTT gateway, HOST:PORT.
+    #[arg(long)]
+    pub(crate) mqtt: String,
+    /// The devices' ProductKey.
+    #[arg(long)]
+    pub(crate) product_key: String,
+    /// The DeviceName (with --count N: the prefix of DN-1 ... DN-N).
+    #[arg(long)]
+    pub(crate) device_name: String,
+    /// The DeviceSecret (with --count N: shared by every device).
+    #[arg(long)]
+    pub(crate) device_secret: String,
+    /// The thing model (TSL JSON) to answer from.
+    #[arg(long)]
+    pub(crate) tsl: std::path::PathBuf,
+    /// Delay before each reply, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) latency: u64,
+    /// Share of calls answered with code 400, 0.0-1.0.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) fail_rate: f64,
+    /// Ask for extended RRPC topics (ext=1), as linkkit does.
+    #[arg(long)]
+    pub(crate) ext: bool,
+    /// Rely on automatic subscription (_ss=1) instead of subscribing.
+    #[arg(long)]
+    pub(crate) ss: bool,
+    /// Simulate DN-1 ... DN-N instead of DN.
+    #[arg(long)]
+    pub(crate) count: Option<u32>,
+    /// Seed for generated replies and failures.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -57,6 +96,7 @@ impl DeviceCommand {
     pub(crate) fn run(self) -> Outcome {
         match self {
             DeviceCommand::Credentials(a) => credentials(a),
+            DeviceCommand::Simulate(a) => crate::cmd::simulate::run(a),
         }
     }
 }

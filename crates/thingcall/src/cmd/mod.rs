@@ -3,6 +3,7 @@
 
 pub(crate) mod device;
 pub(crate) mod sign;
+pub(crate) mod simulate;
 pub(crate) mod tsl;
 
 /// What a subcommand returns.

@@ -1,0 +1,138 @@
+//! `thingcall device simulate`: devices that answer from a thing model.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thingcall_core::{DeviceName, ProductKey, Secret};
+use thingcall_gateway::simulator::{self, SimError, SimulatorConfig};
+use thingcall_transport::DeviceKey;
+use thingcall_tsl::{CompiledModel, check_str};
+use tokio::sync::{mpsc, watch};
+
+use super::Outcome;
+use super::device::SimulateArgs;
+
+pub(crate) fn run(a: SimulateArgs) -> Outcome {
+    if !(0.0..=1.0).contains(&a.fail_rate) {
+        return Err("--fail-rate must be between 0 and 1".to_owned());
+    }
+    let product_key =
+        ProductKey::new(a.product_key.as_str()).map_err(|e| format!("--product-key: {e}"))?;
+    let names: Vec<String> = match a.count {
+        None => vec![a.device_name.clone()],
+        Some(0) => return Err("--count must be at least 1".to_owned()),
+        Some(n) => (1..=n).map(|i| format!("{}-{i}", a.device_name)).collect(),
+    };
+    let mut devices = Vec::with_capacity(names.len());
+    for name in &names {
+        let dn =
+            DeviceName::new(name.as_str()).map_err(|e| format!("device name {name:?}: {e}"))?;
+        devices.push(DeviceKey::new(product_key.clone(), dn));
+    }
+    let text = std::fs::read_to_string(&a.tsl)
+        .map_err(|e| format!("cannot read {}: {e}", a.tsl.display()))?;
+    let model = check_str(&text).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        format!(
+            "{} is not a valid thing model:\n{}",
+            a.tsl.display(),
+            lines.join("\n")
+        )
+    })?;
+    let model = Arc::new(CompiledModel::compile(model).map_err(|e| e.to_string())?);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (calls_tx, mut calls) = mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        println!("simulating {} device(s) against {}", devices.len(), a.mqtt);
+        for device in devices {
+            let cfg = SimulatorConfig {
+                server: a.mqtt.clone(),
+                device,
+                device_secret: Secret::new(a.device_secret.as_str()),
+                model: Arc::clone(&model),
+                latency: Duration::from_millis(a.latency),
+                fail_rate: a.fail_rate,
+                ext: a.ext,
+                auto_subscribe: a.ss,
+                keep_alive: 60,
+                seed: a.seed,
+            };
+            tasks.push(tokio::spawn(device_loop(
+                cfg,
+                calls_tx.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        drop(calls_tx);
+        let printer = tokio::spawn(async move {
+            while let Some(c) = calls.recv().await {
+                println!(
+                    "{} {} id={} via={} code={}",
+                    c.device, c.identifier, c.id, c.via, c.code
+                );
+            }
+        });
+        let all_done = async {
+            let mut failed = 0;
+            for t in tasks {
+                if !matches!(t.await, Ok(true)) {
+                    failed += 1;
+                }
+            }
+            failed
+        };
+        tokio::pin!(all_done);
+        let failed = tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                let _ = stop_tx.send(true);
+                (&mut all_done).await
+            }
+            failed = &mut all_done => failed,
+        };
+        let _ = printer.await;
+        Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+}
+
+/// Runs one device, reconnecting after network errors; gives up on a
+/// refused CONNECT. Returns whether it ended cleanly (by Ctrl-C).
+async fn device_loop(
+    cfg: SimulatorConfig,
+    calls: mpsc::UnboundedSender<simulator::CallRecord>,
+    mut stop: watch::Receiver<bool>,
+) -> bool {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let mut stop_once = stop.clone();
+        let stopped = async move {
+            let _ = stop_once.wait_for(|s| *s).await;
+        };
+        match simulator::run(cfg.clone(), calls.clone(), stopped).await {
+            Ok(()) => return true,
+            Err(SimError::Refused(code)) => {
+                eprintln!(
+                    "{}: CONNECT refused ({code:?}); is the device registered with this secret?",
+                    cfg.device
+                );
+                return false;
+            }
+            Err(e) => eprintln!("{}: {e}; reconnecting in {backoff:?}", cfg.device),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => return true,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
