@@ -1,7 +1,8 @@
 //! `thingcall`: the command line of the thingcall platform.
 //!
-//! Today it signs requests (`sign v1`, `sign v3`), makes device MQTT
-//! credentials (`device credentials`) and works with thing models (`tsl
+//! It runs the server (`serve`), signs requests (`sign v1`, `sign v3`), makes
+//! device MQTT credentials (`device credentials`), simulates devices
+//! (`device simulate`) and works with thing models (`tsl
 //! check|schema|validate`). Every command prints its main result on the last
 //! line, so scripts can take `tail -n 1`.
 //!
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the thingcall server: HTTP API, MQTT device gateway, SQLite store.
+    Serve(cmd::serve::ServeArgs),
     /// Sign a request the way Alibaba's SDKs do (v1 HMAC-SHA1, v3 ACS3-HMAC-SHA256).
     #[command(subcommand)]
     Sign(cmd::sign::SignCommand),
@@ -39,6 +42,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Sign(c) => c.run(),
         Command::Device(c) => c.run(),
         Command::Tsl(c) => c.run(),

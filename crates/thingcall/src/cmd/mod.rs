@@ -2,6 +2,7 @@
 //! `main` prints before exiting with status 2.
 
 pub(crate) mod device;
+pub(crate) mod serve;
 pub(crate) mod sign;
 pub(crate) mod simulate;
 pub(crate) mod tsl;

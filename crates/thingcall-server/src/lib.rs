@@ -1,0 +1,396 @@
+//! The thingcall server: Alibaba IoT's `InvokeThingService` and management
+//! actions over HTTP, an invocation engine that reaches devices through the
+//! built-in MQTT gateway, and an embedded SQLite store.
+//!
+//! [`Server::open`] loads the store; [`Server::serve`] takes its listeners
+//! and a shutdown future as arguments, so tests run many servers on port 0
+//! in one process.
+
+mod actions;
+mod catalog;
+mod http;
+mod ids;
+mod metrics;
+mod state;
+mod store;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use thingcall_core::{Clock, Secret};
+use thingcall_gateway::simulator::{self, SimulatorConfig};
+use thingcall_gateway::{Gateway, GatewayConfig};
+use thingcall_sign::policy::InMemoryNonceStore;
+use thingcall_transport::{DeviceKey, Transport};
+use thingcall_tsl::ModelCache;
+use tokio::net::TcpListener;
+
+pub use state::ServerConfig;
+pub use store::StoreError;
+
+use crate::catalog::{AccessKey, Catalog};
+use crate::ids::MessageIds;
+use crate::metrics::Metrics;
+use crate::state::{CatalogRegistry, SharedCatalog, State, read, write};
+
+/// How to open a server.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Engine and HTTP settings.
+    pub config: ServerConfig,
+    /// MQTT gateway settings.
+    pub gateway: GatewayConfig,
+    /// Where the SQLite store lives.
+    pub data_dir: PathBuf,
+    /// The AccessKey to accept (id, secret); stored, replacing its secret.
+    pub access_key: Option<(String, Secret)>,
+}
+
+/// An AccessKey pair generated for an empty store; shown to the operator once.
+#[derive(Clone, Debug)]
+pub struct GeneratedKey {
+    /// The AccessKey id.
+    pub id: String,
+    /// The AccessKey secret (redacted in `Debug`).
+    pub secret: Secret,
+}
+
+/// What `ensure_demo` set up.
+#[derive(Clone, Debug)]
+pub struct Demo {
+    /// The demo product.
+    pub product_key: String,
+    /// The demo device.
+    pub device_name: String,
+    /// The demo device's secret.
+    pub device_secret: Secret,
+    /// The sync service.
+    pub sync_service: String,
+    /// The async service.
+    pub async_service: String,
+}
+
+/// The server.
+pub struct Server {
+    state: Arc<State>,
+    gateway: Gateway,
+    generated_key: Option<GeneratedKey>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the store in `options.data_dir` (creating and migrating it),
+    /// loads the registry and sets the AccessKey up.
+    pub async fn open(options: ServerOptions, clock: Arc<dyn Clock>) -> Result<Server, StoreError> {
+        let store = store::Store::open(&options.data_dir)?;
+        let snapshot = store.read(store::load).await?;
+        let catalog: SharedCatalog =
+            Arc::new(std::sync::RwLock::new(Catalog::from_snapshot(snapshot)));
+        let gateway = Gateway::new(
+            options.gateway,
+            Arc::new(CatalogRegistry(Arc::clone(&catalog))),
+            Arc::clone(&clock),
+        );
+        let now = clock.now().get();
+        let mut generated_key = None;
+        let key = match options.access_key {
+            Some((id, secret)) => Some(AccessKey {
+                id,
+                secret,
+                enabled: true,
+            }),
+            None if read(&catalog).access_keys.is_empty() => {
+                let k = AccessKey {
+                    id: format!("LTAI{}", ids::alnum(20)),
+                    secret: ids::alnum(30).into(),
+                    enabled: true,
+                };
+                generated_key = Some(GeneratedKey {
+                    id: k.id.clone(),
+                    secret: k.secret.clone(),
+                });
+                Some(k)
+            }
+            None => None,
+        };
+        if let Some(k) = key {
+            let stored = k.clone();
+            store
+                .write(move |conn| store::insert_access_key(conn, &stored, now))
+                .await?;
+            write(&catalog).access_keys.insert(k.id.clone(), k);
+        }
+        let gw: Arc<dyn Transport> = Arc::new(gateway.clone());
+        let state = Arc::new(State {
+            config: options.config,
+            store,
+            catalog,
+            models: ModelCache::new(),
+            transport: gw,
+            clock,
+            nonces: InMemoryNonceStore::new(),
+            pending: Mutex::new(HashMap::new()),
+            message_ids: MessageIds::default(),
+            metrics: Metrics::default(),
+            gateway_metrics: Some(Arc::new(gateway.clone())),
+        });
+        Ok(Server {
+            state,
+            gateway,
+            generated_key,
+        })
+    }
+
+    /// The AccessKey generated because the store had none (print it once).
+    pub fn generated_key(&self) -> Option<&GeneratedKey> {
+        self.generated_key.as_ref()
+    }
+
+    /// The MQTT gateway (a `Transport`).
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// Creates, idempotently, a demo product (one sync and one async
+    /// service, published) and a registered device.
+    pub async fn ensure_demo(&self) -> Result<Demo, String> {
+        demo::ensure(&self.state).await
+    }
+
+    /// Runs a simulated demo device against the gateway at `mqtt` until
+    /// `shutdown` completes.
+    pub async fn run_demo_device(
+        &self,
+        demo: &Demo,
+        mqtt: SocketAddr,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let model = match self.state.published_model(&demo.product_key) {
+            Ok(Some(m)) => m,
+            _ => {
+                tracing::error!("the demo product has no published model");
+                return;
+            }
+        };
+        let (Ok(pk), Ok(dn)) = (
+            thingcall_core::ProductKey::new(demo.product_key.as_str()),
+            thingcall_core::DeviceName::new(demo.device_name.as_str()),
+        ) else {
+            return;
+        };
+        let cfg = SimulatorConfig {
+            server: mqtt.to_string(),
+            device: DeviceKey::new(pk, dn),
+            device_secret: demo.device_secret.clone(),
+            model,
+            latency: Duration::from_millis(2),
+            fail_rate: 0.0,
+            ext: true,
+            auto_subscribe: true,
+            keep_alive: 60,
+            seed: 1,
+        };
+        let (tx, mut calls) = tokio::sync::mpsc::unbounded_channel::<simulator::CallRecord>();
+        tokio::spawn(async move {
+            while let Some(c) = calls.recv().await {
+                tracing::info!(device = %c.device, service = %c.identifier, id = %c.id, code = c.code, "demo device answered");
+            }
+        });
+        tokio::spawn(async move {
+            if let Err(e) = simulator::run(cfg, tx, shutdown).await {
+                tracing::error!(error = %e, "the demo device stopped");
+            }
+        });
+    }
+
+    /// Serves HTTP on `http` and MQTT on `mqtt` until `shutdown` completes;
+    /// then stops accepting, lets in-flight requests finish (a sync call
+    /// gets its answer or its timeout), closes device connections and
+    /// flushes the store.
+    pub async fn serve(
+        self,
+        http: TcpListener,
+        mqtt: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let events = Arc::clone(&self.state).run_events(self.state.transport.subscribe());
+        let events = tokio::spawn(events);
+        let gateway = self.gateway.clone();
+        let mut gw_stop = stop_rx.clone();
+        let gw_task = tokio::spawn(async move {
+            gateway
+                .serve(mqtt, async move {
+                    let _ = gw_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = http.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "HTTP accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let state = Arc::clone(&self.state);
+                    let service = service_fn(move |req| http::handle(Arc::clone(&state), req));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(30))
+                        .serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "HTTP connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+        let limit = self.state.config.sync_timeout + Duration::from_secs(5);
+        if tokio::time::timeout(limit, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some HTTP connections did not finish in time");
+        }
+        let _ = stop_tx.send(true);
+        let _ = gw_task.await;
+        events.abort();
+        self.state.store.close();
+        tracing::info!("store flushed; bye");
+        Ok(())
+    }
+}
+
+mod demo {
+    //! The `--demo` product and device.
+
+    use thingcall_wire::actions::{
+        CreateProduct, ImportThingModelTsl, PublishThingModel, RegisterDevice,
+    };
+    use thingcall_wire::{Action, ApiRequest, Format, Params};
+
+    use super::*;
+
+    /// The demo product's name.
+    pub(super) const PRODUCT_NAME: &str = "thingcall_demo";
+    /// The demo device's name.
+    pub(super) const DEVICE_NAME: &str = "demo-device-1";
+    const MODEL: &str = include_str!("../demo/model.json");
+
+    async fn run(state: &State, action: &str, pairs: &[(&str, &str)]) -> Result<(), String> {
+        let params = Params::from_pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .map_err(|e| e.to_string())?;
+        let request = ApiRequest::parse(action, &params).map_err(|e| e.to_string())?;
+        crate::actions::dispatch(state, request, Format::Json, &ids::request_id())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    pub(super) async fn ensure(state: &State) -> Result<Demo, String> {
+        let existing = read(&state.catalog)
+            .products
+            .values()
+            .find(|p| p.product_name == PRODUCT_NAME)
+            .map(|p| p.product_key.clone());
+        let product_key = match existing {
+            Some(pk) => pk,
+            None => {
+                run(
+                    state,
+                    CreateProduct::NAME,
+                    &[
+                        ("ProductName", PRODUCT_NAME),
+                        ("NodeType", "0"),
+                        ("AliyunCommodityCode", "iothub_senior"),
+                        ("DataFormat", "1"),
+                    ],
+                )
+                .await?;
+                let pk = read(&state.catalog)
+                    .products
+                    .values()
+                    .find(|p| p.product_name == PRODUCT_NAME)
+                    .map(|p| p.product_key.clone())
+                    .ok_or("the demo product vanished")?;
+                run(
+                    state,
+                    ImportThingModelTsl::NAME,
+                    &[("ProductKey", &pk), ("TslStr", MODEL)],
+                )
+                .await?;
+                run(
+                    state,
+                    PublishThingModel::NAME,
+                    &[("ProductKey", &pk), ("ModelVersion", "demo.1")],
+                )
+                .await?;
+                pk
+            }
+        };
+        if read(&state.catalog)
+            .device_by_name(&product_key, DEVICE_NAME)
+            .is_none()
+        {
+            run(
+                state,
+                RegisterDevice::NAME,
+                &[("ProductKey", &product_key), ("DeviceName", DEVICE_NAME)],
+            )
+            .await?;
+        }
+        let secret = read(&state.catalog)
+            .device_by_name(&product_key, DEVICE_NAME)
+            .map(|d| d.device_secret.clone())
+            .ok_or("the demo device vanished")?;
+        Ok(Demo {
+            product_key,
+            device_name: DEVICE_NAME.to_owned(),
+            device_secret: secret,
+            sync_service: "Calibrate".to_owned(),
+            async_service: "Reboot".to_owned(),
+        })
+    }
+}
+
+/// The wall clock. The only place thingcall reads the system time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> thingcall_core::UnixMillis {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        thingcall_core::UnixMillis::new(ms)
+    }
+}

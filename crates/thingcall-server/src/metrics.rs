@@ -1,0 +1,131 @@
+//! `GET /metrics`: Prometheus text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use thingcall_gateway::GatewayMetrics;
+
+/// Upper bounds of the latency histogram, in seconds.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// The server's counters.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    requests: Mutex<BTreeMap<(String, String), u64>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    replies: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Metrics {
+    /// One request, by action and result code (`Success` or the error code).
+    pub(crate) fn count_request(&self, action: &str, code: &str) {
+        *lock(&self.requests)
+            .entry((action.to_owned(), code.to_owned()))
+            .or_default() += 1;
+    }
+
+    /// One invocation's latency, by mode (`sync` / `async`).
+    pub(crate) fn observe_invocation(&self, mode: &'static str, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut all = lock(&self.latency);
+        let h = all.entry(mode).or_insert_with(|| Histogram {
+            counts: vec![0; BUCKETS.len()],
+            ..Histogram::default()
+        });
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+
+    /// One device reply, by how it was matched.
+    pub(crate) fn count_reply(&self, kind: &'static str) {
+        *lock(&self.replies).entry(kind).or_default() += 1;
+    }
+
+    /// The Prometheus exposition.
+    pub(crate) fn render(&self, devices_online: usize, gateway: &GatewayMetrics) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP thingcall_requests_total API requests by action and result code.\n");
+        out.push_str("# TYPE thingcall_requests_total counter\n");
+        for ((action, code), n) in lock(&self.requests).iter() {
+            let _ = writeln!(
+                out,
+                "thingcall_requests_total{{action=\"{}\",code=\"{}\"}} {n}",
+                escape(action),
+                escape(code)
+            );
+        }
+        out.push_str("# HELP thingcall_invocation_seconds InvokeThingService latency by mode.\n");
+        out.push_str("# TYPE thingcall_invocation_seconds histogram\n");
+        for (mode, h) in lock(&self.latency).iter() {
+            for (bound, n) in BUCKETS.iter().zip(&h.counts) {
+                let _ = writeln!(
+                    out,
+                    "thingcall_invocation_seconds_bucket{{mode=\"{mode}\",le=\"{bound}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "thingcall_invocation_seconds_bucket{{mode=\"{mode}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "thingcall_invocation_seconds_sum{{mode=\"{mode}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "thingcall_invocation_seconds_count{{mode=\"{mode}\"}} {}",
+                h.count
+            );
+        }
+        out.push_str(
+            "# HELP thingcall_device_replies_total Device replies by how they were matched.\n",
+        );
+        out.push_str("# TYPE thingcall_device_replies_total counter\n");
+        for (kind, n) in lock(&self.replies).iter() {
+            let _ = writeln!(out, "thingcall_device_replies_total{{kind=\"{kind}\"}} {n}");
+        }
+        out.push_str("# HELP thingcall_devices_online Devices connected now.\n");
+        out.push_str("# TYPE thingcall_devices_online gauge\n");
+        let _ = writeln!(out, "thingcall_devices_online {devices_online}");
+        out.push_str("# HELP thingcall_gateway_events_total MQTT gateway events by kind.\n");
+        out.push_str("# TYPE thingcall_gateway_events_total counter\n");
+        for (name, n) in gateway.snapshot() {
+            let _ = writeln!(
+                out,
+                "thingcall_gateway_events_total{{event=\"{name}\"}} {n}"
+            );
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

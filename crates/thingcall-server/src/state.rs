@@ -1,0 +1,493 @@
+//! The server's shared state and the invocation engine.
+//!
+//! The engine resolves a device, checks the call against the published thing
+//! model, records it, hands it to the [`Transport`], and for a sync service
+//! waits for the reply in a table of pending calls. Replies that come after
+//! their call timed out, and replies to async calls, complete the record
+//! instead of being dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use thingcall_core::{
+    AlinkRequest, ApiError, CallType, Clock, DeviceName, ErrorCode, Identifier, MessageId,
+    ProductKey, Qos, UnixMillis,
+};
+use thingcall_gateway::{DeviceLookup, DeviceRegistry, RegistryError};
+use thingcall_sign::policy::{InMemoryNonceStore, KeyState, KeyStore, VerifyPolicy};
+use thingcall_transport::{
+    Delivery, DeliveryKind, DeviceKey, DeviceReply, PresenceEvent, ReplyVia, RrpcForm, Transport,
+    TransportError, TransportEvent,
+};
+use thingcall_tsl::{
+    CompiledModel, CompiledService, ModelCache, ReplyMode, check_str, violations_to_api_error,
+};
+use tokio::sync::oneshot;
+
+use crate::catalog::{Catalog, Device, Unresolved};
+use crate::ids::MessageIds;
+use crate::metrics::Metrics;
+use crate::store::{self, Invocation, Store};
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// How long a sync call waits for the device (5 s by default).
+    pub sync_timeout: Duration,
+    /// Signature timestamp window and nonce policy.
+    pub verify: VerifyPolicy,
+    /// How device replies are checked against `outputData`.
+    pub reply_mode: ReplyMode,
+    /// Largest request body accepted, in bytes.
+    pub max_body: usize,
+    /// The region reported by QueryDeviceDetail.
+    pub region: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            sync_timeout: Duration::from_secs(5),
+            verify: VerifyPolicy::default(),
+            reply_mode: ReplyMode::Lenient,
+            max_body: 1024 * 1024,
+            region: "cn-shanghai".to_owned(),
+        }
+    }
+}
+
+/// The catalog, shared with the gateway's registry.
+pub(crate) type SharedCatalog = Arc<RwLock<Catalog>>;
+
+pub(crate) fn read(c: &SharedCatalog) -> std::sync::RwLockReadGuard<'_, Catalog> {
+    match c.read() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+pub(crate) fn write(c: &SharedCatalog) -> std::sync::RwLockWriteGuard<'_, Catalog> {
+    match c.write() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// The gateway authenticates devices against the catalog.
+pub(crate) struct CatalogRegistry(pub(crate) SharedCatalog);
+
+#[async_trait]
+impl DeviceRegistry for CatalogRegistry {
+    async fn lookup(&self, device: &DeviceKey) -> Result<DeviceLookup, RegistryError> {
+        let c = read(&self.0);
+        let (pk, dn) = (device.product_key.as_str(), device.device_name.as_str());
+        Ok(match c.device_by_name(pk, dn) {
+            Some(d) => DeviceLookup::Found {
+                secret: d.device_secret.clone(),
+                enabled: d.enabled,
+            },
+            None if c.tombstones.contains(&(pk.to_owned(), dn.to_owned())) => DeviceLookup::Deleted,
+            None => DeviceLookup::Unknown,
+        })
+    }
+}
+
+/// Signatures are checked against the catalog's AccessKeys.
+impl KeyStore for State {
+    fn lookup(&self, access_key_id: &str) -> Option<KeyState> {
+        read(&self.catalog)
+            .access_keys
+            .get(access_key_id)
+            .map(|k| KeyState {
+                secret: k.secret.clone(),
+                active: k.enabled,
+            })
+    }
+}
+
+/// Everything a request handler needs.
+pub(crate) struct State {
+    pub(crate) config: ServerConfig,
+    pub(crate) store: Store,
+    pub(crate) catalog: SharedCatalog,
+    pub(crate) models: ModelCache,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) nonces: InMemoryNonceStore,
+    pub(crate) pending: Mutex<HashMap<MessageId, oneshot::Sender<DeviceReply>>>,
+    pub(crate) message_ids: MessageIds,
+    pub(crate) metrics: Metrics,
+    /// The gateway's counters, when the transport is the built-in gateway.
+    pub(crate) gateway_metrics: Option<Arc<thingcall_gateway::Gateway>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A successful invocation.
+pub(crate) struct Invoked {
+    pub(crate) message_id: MessageId,
+    /// The reply's `data` as JSON text (sync services).
+    pub(crate) result: Option<String>,
+}
+
+/// Maps an unresolved reference to its code.
+pub(crate) fn unresolved(u: Unresolved) -> ApiError {
+    match u {
+        Unresolved::NoProduct => ApiError::new(ErrorCode::NotExistedProduct),
+        Unresolved::NoDevice => ApiError::new(ErrorCode::NotExistedDevice),
+    }
+}
+
+fn system_error(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "internal failure");
+    ApiError::new(ErrorCode::SystemException)
+}
+
+impl State {
+    /// The compiled published model of a product, compiled once per version.
+    pub(crate) fn published_model(
+        &self,
+        product_key: &str,
+    ) -> Result<Option<Arc<CompiledModel>>, ApiError> {
+        let (version, tsl) = {
+            let c = read(&self.catalog);
+            let Some(p) = c.products.get(product_key) else {
+                return Err(ApiError::new(ErrorCode::NotExistedProduct));
+            };
+            match p.published() {
+                Some(v) => (v.version.clone(), v.tsl.clone()),
+                None => return Ok(None),
+            }
+        };
+        self.models
+            .get_or_compile(product_key, &version, || {
+                check_str(&tsl)
+                    .map_err(|p| thingcall_tsl::CompileError(format!("{} problems", p.len())))
+            })
+            .map(Some)
+            .map_err(system_error)
+    }
+
+    /// Runs one `InvokeThingService` call.
+    pub(crate) async fn invoke(
+        &self,
+        device: &Device,
+        identifier: &Identifier,
+        args: &str,
+        qos: Qos,
+    ) -> Result<Invoked, ApiError> {
+        if !device.enabled {
+            return Err(ApiError::with_detail(
+                ErrorCode::InvokeThingServiceFailed,
+                "The device is disabled.",
+            ));
+        }
+        let service = self.service(&device.product_key, identifier)?;
+        let params = service
+            .validate_args_str(args)
+            .map_err(|v| violations_to_api_error(&v))?;
+        let key = device_key(device)?;
+        if device.activated_ms.is_none() {
+            return Err(ApiError::new(ErrorCode::InactiveDevice));
+        }
+        let call_type = service.call_type();
+        if call_type == CallType::Sync && !self.transport.is_online(&key) {
+            return Err(ApiError::new(ErrorCode::Offline));
+        }
+        let now = self.clock.now();
+        let message_id = self.message_ids.next(now);
+        let request = AlinkRequest::for_service(message_id, identifier, params);
+        let record = Invocation {
+            message_id: message_id.to_string(),
+            iot_id: device.iot_id.clone(),
+            identifier: identifier.to_string(),
+            name: service.service().name.clone(),
+            time_ms: now.get(),
+            mode: call_type.as_str(),
+            input: args.to_owned(),
+            output: None,
+            code: "pending".to_owned(),
+        };
+        self.store
+            .write(move |conn| store::insert_invocation(conn, &record))
+            .await
+            .map_err(system_error)?;
+
+        let kind = match call_type {
+            CallType::Sync => DeliveryKind::Rrpc {
+                identifier: identifier.clone(),
+                form: RrpcForm::Auto,
+            },
+            CallType::Async => DeliveryKind::Async {
+                identifier: identifier.clone(),
+            },
+        };
+        let delivery = Delivery {
+            device: key.clone(),
+            message_id,
+            kind,
+            qos,
+            payload: request.to_vec(),
+        };
+        let started = Instant::now();
+        match call_type {
+            CallType::Async => {
+                let outcome = self.transport.deliver(delivery).await;
+                let code = match &outcome {
+                    Ok(_) => None,
+                    // Alibaba reports an undeliverable async call on the
+                    // downlink-result topic with 9201, not in the response.
+                    Err(TransportError::Offline) => Some("9201"),
+                    Err(TransportError::QueueFull) => Some("429"),
+                    Err(_) => Some("9201"),
+                };
+                if let Some(code) = code {
+                    tracing::info!(%key, %message_id, code, "async call not delivered");
+                    self.complete(message_id, None, code).await;
+                }
+                self.metrics.observe_invocation("async", started.elapsed());
+                Ok(Invoked {
+                    message_id,
+                    result: None,
+                })
+            }
+            CallType::Sync => {
+                let (tx, rx) = oneshot::channel();
+                lock(&self.pending).insert(message_id, tx);
+                if let Err(e) = self.transport.deliver(delivery).await {
+                    lock(&self.pending).remove(&message_id);
+                    let (code, err) = match e {
+                        TransportError::Offline => ("OFFLINE", ApiError::new(ErrorCode::Offline)),
+                        TransportError::QueueFull => {
+                            ("RateLimit", ApiError::new(ErrorCode::RateLimit))
+                        }
+                        other => (
+                            "RrpcFailed",
+                            ApiError::with_detail(ErrorCode::RrpcFailed, other),
+                        ),
+                    };
+                    self.complete(message_id, None, code).await;
+                    return Err(err);
+                }
+                let reply = tokio::time::timeout(self.config.sync_timeout, rx).await;
+                self.metrics.observe_invocation("sync", started.elapsed());
+                match reply {
+                    Ok(Ok(reply)) => {
+                        let check = service.check_reply(&reply.reply.data, self.config.reply_mode);
+                        if !check.violations.is_empty() {
+                            tracing::warn!(%key, %message_id, violations = ?check.violations, "reply breaks outputData");
+                        }
+                        let output = String::from_utf8(reply.reply.to_vec()).unwrap_or_default();
+                        let code = reply.reply.code.to_string();
+                        self.complete(message_id, Some(output), &code).await;
+                        if !check.accepted {
+                            return Err(violations_to_api_error(&check.violations));
+                        }
+                        Ok(Invoked {
+                            message_id,
+                            result: Some(reply.reply.data_json()),
+                        })
+                    }
+                    _ => {
+                        lock(&self.pending).remove(&message_id);
+                        self.complete(message_id, None, "TIMEOUT").await;
+                        Err(ApiError::new(ErrorCode::Timeout))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers an async call to several devices of one product
+    /// (`InvokeThingsService`): every device is checked first, then each
+    /// gets its own message id and record.
+    pub(crate) async fn invoke_many(
+        &self,
+        devices: &[Device],
+        identifier: &Identifier,
+        args: &str,
+        qos: Qos,
+    ) -> Result<(), ApiError> {
+        for d in devices {
+            if d.activated_ms.is_none() {
+                return Err(ApiError::with_detail(
+                    ErrorCode::InactiveDevice,
+                    format_args!("{} has never connected.", d.device_name),
+                ));
+            }
+            if !d.enabled {
+                return Err(ApiError::with_detail(
+                    ErrorCode::InvokeThingServiceFailed,
+                    format_args!("{} is disabled.", d.device_name),
+                ));
+            }
+        }
+        if let Some(first) = devices.first() {
+            let service = self.service(&first.product_key, identifier)?;
+            service
+                .validate_args_str(args)
+                .map_err(|v| violations_to_api_error(&v))?;
+            if service.call_type() != CallType::Async {
+                return Err(ApiError::with_detail(
+                    ErrorCode::InvokeThingServiceFailed,
+                    "InvokeThingsService only invokes async services.",
+                ));
+            }
+        }
+        for d in devices {
+            self.invoke(d, identifier, args, qos).await?;
+        }
+        Ok(())
+    }
+
+    fn service(
+        &self,
+        product_key: &str,
+        identifier: &Identifier,
+    ) -> Result<Arc<CompiledService>, ApiError> {
+        let missing = || {
+            ApiError::with_detail(
+                ErrorCode::InvokeThingServiceFailed,
+                format_args!("The published thing model has no service {identifier}."),
+            )
+        };
+        let model = self.published_model(product_key)?.ok_or_else(missing)?;
+        model
+            .service(identifier.as_str())
+            .cloned()
+            .ok_or_else(missing)
+    }
+
+    async fn complete(&self, message_id: MessageId, output: Option<String>, code: &str) {
+        let (id, code) = (message_id.to_string(), code.to_owned());
+        if let Err(e) = self
+            .store
+            .write(move |conn| store::complete_invocation(conn, &id, output.as_deref(), &code))
+            .await
+        {
+            tracing::error!(%message_id, error = %e, "cannot record the invocation's outcome");
+        }
+    }
+
+    /// Follows the transport's events until it closes.
+    pub(crate) async fn run_events(self: Arc<Self>, mut events: thingcall_transport::EventStream) {
+        while let Some(event) = events.recv().await {
+            match event {
+                TransportEvent::Reply(reply) => self.on_reply(reply).await,
+                TransportEvent::Presence(p) => self.on_presence(p).await,
+            }
+        }
+    }
+
+    async fn on_reply(&self, reply: DeviceReply) {
+        let Some(message_id) = reply.message_id else {
+            self.metrics.count_reply("uncorrelated");
+            tracing::warn!(device = %reply.device, id = %reply.reply.id, "reply without a platform message id; dropped");
+            return;
+        };
+        if let Some(tx) = lock(&self.pending).remove(&message_id) {
+            self.metrics.count_reply("sync");
+            let _ = tx.send(reply);
+            return;
+        }
+        // An async reply, or a sync reply after its call timed out: complete
+        // the record so nothing the device said is lost.
+        let late = matches!(reply.via, ReplyVia::Rrpc);
+        let output = String::from_utf8(reply.reply.to_vec()).unwrap_or_default();
+        let (id, code) = (message_id.to_string(), reply.reply.code.to_string());
+        let code_for_late = if late { format!("{code} (late)") } else { code };
+        match self
+            .store
+            .write(move |conn| store::complete_invocation(conn, &id, Some(&output), &code_for_late))
+            .await
+        {
+            Ok(true) => {
+                self.metrics
+                    .count_reply(if late { "late" } else { "async" });
+                tracing::info!(device = %reply.device, %message_id, code = reply.reply.code, late, "reply recorded");
+            }
+            Ok(false) => {
+                self.metrics.count_reply("unknown");
+                tracing::warn!(device = %reply.device, %message_id, "reply for an unknown message id; dropped");
+            }
+            Err(e) => tracing::error!(%message_id, error = %e, "cannot record a reply"),
+        }
+    }
+
+    async fn on_presence(&self, p: PresenceEvent) {
+        let at = p.at.get();
+        let updated = {
+            let mut c = write(&self.catalog);
+            let Some(id) = c
+                .by_name
+                .get(&(
+                    p.device.product_key.to_string(),
+                    p.device.device_name.to_string(),
+                ))
+                .cloned()
+            else {
+                return;
+            };
+            let Some(d) = c.devices.get_mut(&id) else {
+                return;
+            };
+            d.online = p.online;
+            d.status_ms = at;
+            if p.online {
+                d.activated_ms.get_or_insert(at);
+                d.online_ms = Some(at);
+                d.ip_address = p.client_addr.map(|a| a.ip().to_string());
+            }
+            d.clone()
+        };
+        if let Err(e) = self
+            .store
+            .write(move |conn| store::update_device_state(conn, &updated))
+            .await
+        {
+            tracing::error!(device = %p.device, error = %e, "cannot record presence");
+        }
+    }
+
+    /// The time now.
+    pub(crate) fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+
+    /// Devices connected now.
+    pub(crate) fn online_count(&self) -> usize {
+        read(&self.catalog)
+            .devices
+            .values()
+            .filter(|d| d.online)
+            .count()
+    }
+
+    /// The gateway's counters (empty without the built-in gateway).
+    pub(crate) fn gateway_metrics(&self) -> &thingcall_gateway::GatewayMetrics {
+        static EMPTY: std::sync::OnceLock<thingcall_gateway::GatewayMetrics> =
+            std::sync::OnceLock::new();
+        match &self.gateway_metrics {
+            Some(g) => g.metrics(),
+            None => EMPTY.get_or_init(thingcall_gateway::GatewayMetrics::default),
+        }
+    }
+}
+
+/// The transport key of a catalog device.
+pub(crate) fn device_key(d: &Device) -> Result<DeviceKey, ApiError> {
+    match (
+        ProductKey::new(d.product_key.as_str()),
+        DeviceName::new(d.device_name.as_str()),
+    ) {
+        (Ok(pk), Ok(dn)) => Ok(DeviceKey::new(pk, dn)),
+        _ => Err(system_error("a stored device has a malformed name")),
+    }
+}

@@ -1,0 +1,603 @@
+//! The embedded SQLite store.
+//!
+//! One file in the data directory, in WAL mode, with versioned migrations
+//! (`PRAGMA user_version`). Writes go through one writer thread that groups
+//! whatever is waiting into one transaction and answers each caller only
+//! after the commit: a response never acknowledges something a `kill -9`
+//! could lose. Reads use a separate connection (WAL lets them run beside
+//! the writer).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+
+use crate::catalog::{AccessKey, Device, ModelVersion, Product};
+
+/// The versioned schema. Entry `n` upgrades `user_version` `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE access_keys (
+    id          TEXT PRIMARY KEY,
+    secret      TEXT NOT NULL,
+    enabled     INTEGER NOT NULL DEFAULT 1,
+    created_ms  INTEGER NOT NULL
+);
+CREATE TABLE products (
+    product_key     TEXT PRIMARY KEY,
+    product_name    TEXT NOT NULL UNIQUE,
+    product_secret  TEXT NOT NULL,
+    description     TEXT,
+    node_type       INTEGER NOT NULL,
+    data_format     INTEGER,
+    commodity_code  TEXT,
+    auth_type       TEXT NOT NULL,
+    protocol_type   TEXT,
+    net_type        TEXT,
+    category_key    TEXT,
+    validate_type   INTEGER NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    draft_tsl       TEXT NOT NULL
+);
+CREATE TABLE model_versions (
+    product_key  TEXT NOT NULL REFERENCES products(product_key) ON DELETE CASCADE,
+    version      TEXT NOT NULL,
+    description  TEXT,
+    tsl          TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    PRIMARY KEY (product_key, version)
+);
+CREATE TABLE devices (
+    iot_id        TEXT PRIMARY KEY,
+    product_key   TEXT NOT NULL REFERENCES products(product_key) ON DELETE CASCADE,
+    device_name   TEXT NOT NULL,
+    device_secret TEXT NOT NULL,
+    nickname      TEXT,
+    enabled       INTEGER NOT NULL DEFAULT 1,
+    created_ms    INTEGER NOT NULL,
+    activated_ms  INTEGER,
+    online_ms     INTEGER,
+    status_ms     INTEGER NOT NULL,
+    ip_address    TEXT,
+    UNIQUE (product_key, device_name)
+);
+CREATE TABLE tombstones (
+    product_key  TEXT NOT NULL,
+    device_name  TEXT NOT NULL,
+    deleted_ms   INTEGER NOT NULL,
+    PRIMARY KEY (product_key, device_name)
+);
+CREATE TABLE invocations (
+    message_id  TEXT PRIMARY KEY,
+    iot_id      TEXT NOT NULL,
+    identifier  TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    mode        TEXT NOT NULL,
+    input       TEXT NOT NULL,
+    output      TEXT,
+    code        TEXT NOT NULL
+);
+CREATE INDEX invocations_by_device ON invocations (iot_id, time_ms);
+"#];
+
+/// A store failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "store: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError(e.to_string())
+    }
+}
+
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+/// Most jobs grouped into one transaction.
+const MAX_BATCH: usize = 512;
+
+/// The SQLite store.
+pub(crate) struct Store {
+    writer: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // NORMAL in WAL mode: a committed transaction survives a process crash;
+    // only an OS crash or power loss can take the last ones.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current =
+        usize::try_from(current).map_err(|_| StoreError("negative schema version".into()))?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError(format!(
+            "the database is at schema version {current}, newer than this thingcall ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "store migrated");
+    }
+    Ok(())
+}
+
+fn run_writer(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut completions = Vec::with_capacity(batch.len());
+        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        for job in batch {
+            if began.is_err() {
+                // Nothing runs; dropping the job tells its caller the write failed.
+                drop(job);
+                continue;
+            }
+            let _ = conn.execute_batch("SAVEPOINT job");
+            let (ok, done) = job(&conn);
+            let _ = conn.execute_batch(if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            });
+            completions.push((ok, done));
+        }
+        let committed = match began {
+            Ok(()) => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!(error = ?committed, "store commit failed");
+        }
+        for (_, done) in completions {
+            done(committed.clone());
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `thingcall.db` in `dir` and migrates it.
+    pub(crate) fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("thingcall.db");
+        let mut writer = open(&path)?;
+        migrate(&mut writer)?;
+        let reader = open(&path)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("thingcall-store".into())
+            .spawn(move || run_writer(writer, rx))
+            .map_err(|e| StoreError(e.to_string()))?;
+        Ok(Store {
+            writer: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// Runs `f` in the writer's transaction; resolves after the commit.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, String>>();
+        let job: Job = Box::new(move |conn| match f(conn) {
+            Ok(v) => (
+                true,
+                Box::new(move |committed: Result<(), String>| {
+                    let _ = tx.send(committed.map(|()| v));
+                }),
+            ),
+            Err(e) => {
+                let message = e.to_string();
+                (
+                    false,
+                    Box::new(move |_| {
+                        let _ = tx.send(Err(message));
+                    }),
+                )
+            }
+        });
+        let sender = lock(&self.writer)
+            .clone()
+            .ok_or_else(|| StoreError("the store is closed".into()))?;
+        sender
+            .send(job)
+            .map_err(|_| StoreError("the store writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError("the store writer stopped".into()))?
+            .map_err(StoreError)
+    }
+
+    /// Runs `f` on the read connection, off the async threads.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || f(&lock(&reader)).map_err(StoreError::from))
+            .await
+            .map_err(|e| StoreError(e.to_string()))?
+    }
+
+    /// Finishes every queued write and stops the writer thread.
+    pub(crate) fn close(&self) {
+        drop(lock(&self.writer).take());
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+// ------------------------------------------------------------------ queries
+
+/// Everything the catalog mirrors, read at start-up.
+pub(crate) struct Snapshot {
+    pub(crate) access_keys: Vec<AccessKey>,
+    pub(crate) products: Vec<Product>,
+    pub(crate) devices: Vec<Device>,
+    pub(crate) tombstones: Vec<(String, String)>,
+}
+
+pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
+    let mut stmt = conn.prepare("SELECT id, secret, enabled FROM access_keys")?;
+    let access_keys = stmt
+        .query_map([], |r| {
+            Ok(AccessKey {
+                id: r.get(0)?,
+                secret: r.get::<_, String>(1)?.into(),
+                enabled: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT product_key, product_name, product_secret, description, node_type, data_format, commodity_code,
+                auth_type, protocol_type, net_type, category_key, validate_type, created_ms, draft_tsl FROM products",
+    )?;
+    let mut products = stmt
+        .query_map([], |r| {
+            Ok(Product {
+                product_key: r.get(0)?,
+                product_name: r.get(1)?,
+                product_secret: r.get::<_, String>(2)?.into(),
+                description: r.get(3)?,
+                node_type: r.get(4)?,
+                data_format: r.get(5)?,
+                commodity_code: r.get(6)?,
+                auth_type: r.get(7)?,
+                protocol_type: r.get(8)?,
+                net_type: r.get(9)?,
+                category_key: r.get(10)?,
+                validate_type: r.get(11)?,
+                created_ms: r.get(12)?,
+                draft_tsl: r.get(13)?,
+                versions: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt =
+        conn.prepare("SELECT product_key, version, description, tsl, created_ms, seq FROM model_versions ORDER BY seq")?;
+    let versions = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                ModelVersion {
+                    version: r.get(1)?,
+                    description: r.get(2)?,
+                    tsl: r.get(3)?,
+                    created_ms: r.get(4)?,
+                    seq: r.get(5)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (pk, v) in versions {
+        if let Some(p) = products.iter_mut().find(|p| p.product_key == pk) {
+            p.versions.push(v);
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT iot_id, product_key, device_name, device_secret, nickname, enabled, created_ms, activated_ms,
+                online_ms, status_ms, ip_address FROM devices",
+    )?;
+    let devices = stmt
+        .query_map([], |r| {
+            Ok(Device {
+                iot_id: r.get(0)?,
+                product_key: r.get(1)?,
+                device_name: r.get(2)?,
+                device_secret: r.get::<_, String>(3)?.into(),
+                nickname: r.get(4)?,
+                enabled: r.get(5)?,
+                created_ms: r.get(6)?,
+                activated_ms: r.get(7)?,
+                online_ms: r.get(8)?,
+                status_ms: r.get(9)?,
+                ip_address: r.get(10)?,
+                online: false,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare("SELECT product_key, device_name FROM tombstones")?;
+    let tombstones = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Snapshot {
+        access_keys,
+        products,
+        devices,
+        tombstones,
+    })
+}
+
+pub(crate) fn insert_access_key(
+    conn: &Connection,
+    k: &AccessKey,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO access_keys (id, secret, enabled, created_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(id) DO UPDATE SET secret = excluded.secret, enabled = excluded.enabled",
+        params![k.id, k.secret.expose(), k.enabled, now],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn insert_product(conn: &Connection, p: &Product) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO products (product_key, product_name, product_secret, description, node_type, data_format,
+             commodity_code, auth_type, protocol_type, net_type, category_key, validate_type, created_ms, draft_tsl)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![
+            p.product_key,
+            p.product_name,
+            p.product_secret.expose(),
+            p.description,
+            p.node_type,
+            p.data_format,
+            p.commodity_code,
+            p.auth_type,
+            p.protocol_type,
+            p.net_type,
+            p.category_key,
+            p.validate_type,
+            p.created_ms,
+            p.draft_tsl
+        ],
+    )?;
+    for v in &p.versions {
+        insert_version(conn, &p.product_key, v)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn delete_product(
+    conn: &Connection,
+    product_key: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO tombstones (product_key, device_name, deleted_ms)
+         SELECT product_key, device_name, ?2 FROM devices WHERE product_key = ?1",
+        params![product_key, now],
+    )?;
+    conn.execute(
+        "DELETE FROM products WHERE product_key = ?1",
+        params![product_key],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn set_draft(conn: &Connection, product_key: &str, tsl: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE products SET draft_tsl = ?2 WHERE product_key = ?1",
+        params![product_key, tsl],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn insert_version(
+    conn: &Connection,
+    product_key: &str,
+    v: &ModelVersion,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO model_versions (product_key, version, description, tsl, created_ms, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![product_key, v.version, v.description, v.tsl, v.created_ms, v.seq],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn prune_versions(
+    conn: &Connection,
+    product_key: &str,
+    keep: usize,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "DELETE FROM model_versions WHERE product_key = ?1 AND seq NOT IN
+            (SELECT seq FROM model_versions WHERE product_key = ?1 ORDER BY seq DESC LIMIT ?2)",
+        params![product_key, keep as i64],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn insert_device(conn: &Connection, d: &Device) -> rusqlite::Result<()> {
+    conn.execute(
+        "DELETE FROM tombstones WHERE product_key = ?1 AND device_name = ?2",
+        params![d.product_key, d.device_name],
+    )?;
+    conn.execute(
+        "INSERT INTO devices (iot_id, product_key, device_name, device_secret, nickname, enabled, created_ms,
+             activated_ms, online_ms, status_ms, ip_address)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            d.iot_id,
+            d.product_key,
+            d.device_name,
+            d.device_secret.expose(),
+            d.nickname,
+            d.enabled,
+            d.created_ms,
+            d.activated_ms,
+            d.online_ms,
+            d.status_ms,
+            d.ip_address
+        ],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn delete_device(conn: &Connection, d: &Device, now: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM devices WHERE iot_id = ?1", params![d.iot_id])?;
+    conn.execute(
+        "INSERT OR REPLACE INTO tombstones (product_key, device_name, deleted_ms) VALUES (?1, ?2, ?3)",
+        params![d.product_key, d.device_name, now],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn update_device_state(conn: &Connection, d: &Device) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE devices SET enabled = ?2, activated_ms = ?3, online_ms = ?4, status_ms = ?5, ip_address = ?6
+         WHERE iot_id = ?1",
+        params![d.iot_id, d.enabled, d.activated_ms, d.online_ms, d.status_ms, d.ip_address],
+    )?;
+    Ok(())
+}
+
+/// One recorded invocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Invocation {
+    pub(crate) message_id: String,
+    pub(crate) iot_id: String,
+    pub(crate) identifier: String,
+    pub(crate) name: String,
+    pub(crate) time_ms: i64,
+    pub(crate) mode: &'static str,
+    pub(crate) input: String,
+    pub(crate) output: Option<String>,
+    pub(crate) code: String,
+}
+
+pub(crate) fn insert_invocation(conn: &Connection, i: &Invocation) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO invocations (message_id, iot_id, identifier, name, time_ms, mode, input, output, code)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    stmt.execute(params![
+        i.message_id,
+        i.iot_id,
+        i.identifier,
+        i.name,
+        i.time_ms,
+        i.mode,
+        i.input,
+        i.output,
+        i.code
+    ])?;
+    Ok(())
+}
+
+/// Sets the outcome of an invocation; false when there is no such record.
+pub(crate) fn complete_invocation(
+    conn: &Connection,
+    message_id: &str,
+    output: Option<&str>,
+    code: &str,
+) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE invocations SET output = COALESCE(?2, output), code = ?3 WHERE message_id = ?1",
+    )?;
+    Ok(stmt.execute(params![message_id, output, code])? > 0)
+}
+
+fn row_to_invocation(r: &rusqlite::Row<'_>) -> rusqlite::Result<Invocation> {
+    let mode: String = r.get(5)?;
+    Ok(Invocation {
+        message_id: r.get(0)?,
+        iot_id: r.get(1)?,
+        identifier: r.get(2)?,
+        name: r.get(3)?,
+        time_ms: r.get(4)?,
+        mode: if mode == "sync" { "sync" } else { "async" },
+        input: r.get(6)?,
+        output: r.get(7)?,
+        code: r.get(8)?,
+    })
+}
+
+/// Invocations of one device in `[from, to]`, ordered, at most `limit`.
+pub(crate) fn invocations(
+    conn: &Connection,
+    iot_id: &str,
+    from: i64,
+    to: i64,
+    identifier: Option<&str>,
+    ascending: bool,
+    limit: usize,
+) -> rusqlite::Result<Vec<Invocation>> {
+    let order = if ascending { "ASC" } else { "DESC" };
+    let sql = format!(
+        "SELECT message_id, iot_id, identifier, name, time_ms, mode, input, output, code FROM invocations
+         WHERE iot_id = ?1 AND time_ms BETWEEN ?2 AND ?3 AND (?4 IS NULL OR identifier = ?4)
+         ORDER BY time_ms {order}, message_id {order} LIMIT ?5"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(
+        params![iot_id, from, to, identifier, limit as i64],
+        row_to_invocation,
+    )?;
+    rows.collect()
+}

@@ -1,0 +1,235 @@
+//! `thingcall serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use thingcall_core::{Clock, Secret};
+use thingcall_server::{Server, ServerConfig, ServerOptions, SystemClock};
+use thingcall_sign::v1;
+use thingcall_wire::form::encode_pairs;
+
+use super::Outcome;
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// The HTTP API address (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// The MQTT device gateway address (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt: SocketAddr,
+    /// Where the SQLite store lives.
+    #[arg(long, default_value = "./thingcall-data")]
+    data_dir: PathBuf,
+    /// The AccessKey id to accept (or THINGCALL_ACCESS_KEY_ID).
+    #[arg(long, env = "THINGCALL_ACCESS_KEY_ID")]
+    access_key_id: Option<String>,
+    /// The AccessKey secret (or THINGCALL_ACCESS_KEY_SECRET).
+    #[arg(long, env = "THINGCALL_ACCESS_KEY_SECRET", hide_env_values = true)]
+    access_key_secret: Option<String>,
+    /// How long a sync service call waits for the device (e.g. 5s, 800ms, 1m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    sync_timeout: Duration,
+    /// Once both listeners are bound, write {"http":"ADDR","mqtt":"ADDR"} here.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Create a demo product and device, and run the device in-process.
+    #[arg(long)]
+    demo: bool,
+}
+
+/// Parses `5s`, `800ms`, `2m` or a bare number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 5s, 800ms or 1m"))?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("{s:?} is not a duration such as 5s, 800ms or 1m")),
+    };
+    if d.is_zero() {
+        return Err("the duration must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                format!("{addr} is already in use; choose another address with {flag}")
+            }
+            _ => format!("cannot listen on {addr} ({flag}): {e}"),
+        })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub(crate) fn run(a: ServeArgs) -> Outcome {
+    let access_key = match (a.access_key_id.clone(), a.access_key_secret.clone()) {
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+            thingcall_core::AccessKeyId::new(id.as_str())
+                .map_err(|e| format!("--access-key-id: {e}"))?;
+            Some((id, Secret::new(secret)))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(
+                "give both --access-key-id and --access-key-secret (or neither)".to_owned(),
+            );
+        }
+    };
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let options = ServerOptions {
+            config: ServerConfig {
+                sync_timeout: a.sync_timeout,
+                ..ServerConfig::default()
+            },
+            gateway: Default::default(),
+            data_dir: a.data_dir.clone(),
+            access_key,
+        };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let server = Server::open(options, Arc::clone(&clock))
+            .await
+            .map_err(|e| e.to_string())?;
+        let http = bind(a.http, "--http").await?;
+        let mqtt = bind(a.mqtt, "--mqtt").await?;
+        let (http_addr, mqtt_addr) = (
+            http.local_addr().map_err(|e| e.to_string())?,
+            mqtt.local_addr().map_err(|e| e.to_string())?,
+        );
+        println!("thingcall {} serving", env!("CARGO_PKG_VERSION"));
+        println!("  HTTP API     http://{http_addr}/");
+        println!("  MQTT devices {mqtt_addr}");
+        println!("  data         {}", a.data_dir.display());
+        if let Some(k) = server.generated_key() {
+            println!("  generated AccessKey (shown only now, kept in the store):");
+            println!("    AccessKeyId     {}", k.id);
+            println!("    AccessKeySecret {}", k.secret.expose());
+        }
+        if let Some(path) = &a.ready_file {
+            let ready =
+                serde_json::json!({"http": http_addr.to_string(), "mqtt": mqtt_addr.to_string()});
+            std::fs::write(path, ready.to_string())
+                .map_err(|e| format!("--ready-file {}: {e}", path.display()))?;
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if a.demo {
+            let demo = server.ensure_demo().await?;
+            let mut stop = stop_rx.clone();
+            server
+                .run_demo_device(&demo, mqtt_addr, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            println!(
+                "  demo device  {}/{} (secret {})",
+                demo.product_key,
+                demo.device_name,
+                demo.device_secret.expose()
+            );
+            if let Some(line) = demo_curl(
+                http_addr,
+                &demo,
+                a.access_key_id.as_deref(),
+                a.access_key_secret.as_deref(),
+                server.generated_key(),
+                clock.as_ref(),
+            ) {
+                println!("  try it (signed now: valid for 15 minutes, once):");
+                println!("    {line}");
+            }
+        }
+        server
+            .serve(http, mqtt, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = stop_tx.send(true);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// A signed `curl` line that calls the demo's sync service.
+fn demo_curl(
+    http: SocketAddr,
+    demo: &thingcall_server::Demo,
+    id: Option<&str>,
+    secret: Option<&str>,
+    generated: Option<&thingcall_server::GeneratedKey>,
+    clock: &dyn Clock,
+) -> Option<String> {
+    let (id, secret) = match (id, secret, generated) {
+        (Some(i), Some(s), _) => (i.to_owned(), s.to_owned()),
+        (_, _, Some(g)) => (g.id.clone(), g.secret.expose().to_owned()),
+        _ => return None,
+    };
+    let now = clock.now();
+    let nonce = format!("demo-{}", now.get());
+    let mut params: Vec<(String, String)> = [
+        ("Action", "InvokeThingService"),
+        ("Version", "2018-01-20"),
+        ("Format", "JSON"),
+        ("AccessKeyId", id.as_str()),
+        ("SignatureMethod", v1::SIGNATURE_METHOD),
+        ("SignatureVersion", v1::SIGNATURE_VERSION),
+        ("SignatureNonce", nonce.as_str()),
+        ("Timestamp", &now.to_iso8601_seconds()),
+        ("ProductKey", demo.product_key.as_str()),
+        ("DeviceName", demo.device_name.as_str()),
+        ("Identifier", demo.sync_service.as_str()),
+        ("Args", r#"{"Offset":1.5}"#),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let signature = v1::sign("GET", &params, &secret);
+    params.push(("Signature".to_owned(), signature));
+    let query = encode_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    Some(format!("curl -s 'http://{http}/?{query}'"))
+}
