@@ -48,6 +48,8 @@ use tokio::sync::{mpsc, watch};
 
 pub use metrics::GatewayMetrics;
 pub use registry::{DeviceLookup, DeviceRegistry, MapRegistry, RegistryError};
+/// The MQTT 3.1.1 codec the gateway, its client and the simulator share.
+pub use rumqttc::mqttbytes;
 
 /// Gateway settings.
 #[derive(Clone, Debug)]

@@ -1,0 +1,257 @@
+//! A server on port 0 with a fixed AccessKey, and a small signed HTTP client.
+
+#![allow(dead_code, unreachable_pub)] // each test file uses part of this
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thingcall_core::{Clock, DeviceName, ProductKey, Secret};
+use thingcall_gateway::simulator::{self, SimulatorConfig};
+use thingcall_server::{Server, ServerConfig, ServerOptions, SystemClock};
+use thingcall_sign::v1;
+use thingcall_transport::DeviceKey;
+use thingcall_tsl::CompiledModel;
+use thingcall_wire::form::encode_pairs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const KEY_ID: &str = "testid";
+pub const KEY_SECRET: &str = "testsecret";
+
+pub struct Harness {
+    pub http: String,
+    pub mqtt: String,
+    pub data_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let n: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let dir = std::env::temp_dir().join(format!("thingcall-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Harness {
+    pub async fn start(config: ServerConfig) -> Harness {
+        Harness::start_in(temp_dir("server"), config).await
+    }
+
+    pub async fn start_in(data_dir: PathBuf, config: ServerConfig) -> Harness {
+        let options = ServerOptions {
+            config,
+            gateway: Default::default(),
+            data_dir: data_dir.clone(),
+            access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
+        };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let server = Server::open(options, clock).await.unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (h, m) = (
+            http.local_addr().unwrap().to_string(),
+            mqtt.local_addr().unwrap().to_string(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(http, mqtt, async move {
+            let _ = stopped.await;
+        }));
+        Harness {
+            http: h,
+            mqtt: m,
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// A raw HTTP/1.1 exchange; returns the status and the body.
+pub async fn raw(
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: "))
+        .unwrap_or_default()
+        .to_owned();
+    (status, content_type, body.to_owned())
+}
+
+/// The common v1 parameters, fresh timestamp and nonce.
+pub fn common(action: &str) -> Vec<(String, String)> {
+    let now = SystemClock.now();
+    let nonce = format!("{}-{}", now.get(), rand_suffix());
+    vec![
+        ("Action".into(), action.into()),
+        ("Version".into(), "2018-01-20".into()),
+        ("Format".into(), "JSON".into()),
+        ("AccessKeyId".into(), KEY_ID.into()),
+        ("SignatureMethod".into(), "HMAC-SHA1".into()),
+        ("SignatureVersion".into(), "1.0".into()),
+        ("SignatureNonce".into(), nonce),
+        ("Timestamp".into(), now.to_iso8601_seconds()),
+    ]
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Signs `params` (v1, GET) and returns the query string.
+pub fn signed_query(mut params: Vec<(String, String)>, method: &str) -> String {
+    let sig = v1::sign(method, &params, KEY_SECRET);
+    params.push(("Signature".into(), sig));
+    encode_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// A signed GET of `action` with extra parameters; returns status and JSON.
+pub async fn call(addr: &str, action: &str, extra: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let mut params = common(action);
+    params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let (status, _, body) = raw(
+        addr,
+        "GET",
+        &format!("/?{}", signed_query(params, "GET")),
+        &[],
+        b"",
+    )
+    .await;
+    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+    (status, json)
+}
+
+/// Like `call` but asserts success and returns the body.
+pub async fn ok(addr: &str, action: &str, extra: &[(&str, &str)]) -> serde_json::Value {
+    let (status, body) = call(addr, action, extra).await;
+    assert_eq!(status, 200, "{action}: {body}");
+    assert_eq!(body["Success"], true, "{action}: {body}");
+    body
+}
+
+pub const MODEL: &str = include_str!("../../demo/model.json");
+
+/// Creates a thing-model product with the demo model published; returns its key.
+pub async fn product(addr: &str, name: &str) -> String {
+    let body = ok(
+        addr,
+        "CreateProduct",
+        &[
+            ("ProductName", name),
+            ("NodeType", "0"),
+            ("AliyunCommodityCode", "iothub_senior"),
+            ("DataFormat", "1"),
+        ],
+    )
+    .await;
+    let pk = body["ProductKey"].as_str().unwrap().to_owned();
+    ok(
+        addr,
+        "ImportThingModelTsl",
+        &[("ProductKey", &pk), ("TslStr", MODEL)],
+    )
+    .await;
+    ok(addr, "PublishThingModel", &[("ProductKey", &pk)]).await;
+    pk
+}
+
+/// Registers a device; returns (iot_id, secret).
+pub async fn device(addr: &str, pk: &str, name: &str) -> (String, String) {
+    let body = ok(
+        addr,
+        "RegisterDevice",
+        &[("ProductKey", pk), ("DeviceName", name)],
+    )
+    .await;
+    (
+        body["Data"]["IotId"].as_str().unwrap().to_owned(),
+        body["Data"]["DeviceSecret"].as_str().unwrap().to_owned(),
+    )
+}
+
+pub fn model() -> Arc<CompiledModel> {
+    Arc::new(CompiledModel::compile(thingcall_tsl::check_str(MODEL).unwrap()).unwrap())
+}
+
+pub async fn simulate(
+    mqtt: &str,
+    pk: &str,
+    dn: &str,
+    secret: &str,
+) -> tokio::sync::oneshot::Sender<()> {
+    let cfg = SimulatorConfig {
+        server: mqtt.to_owned(),
+        device: DeviceKey::new(ProductKey::new(pk).unwrap(), DeviceName::new(dn).unwrap()),
+        device_secret: Secret::new(secret),
+        model: model(),
+        latency: Duration::ZERO,
+        fail_rate: 0.0,
+        ext: true,
+        auto_subscribe: true,
+        keep_alive: 60,
+        seed: 3,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _keep = _rx;
+        simulator::run(cfg, tx, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    stop
+}
+
+pub async fn wait_status(addr: &str, iot_id: &str, want: &str) {
+    for _ in 0..200 {
+        let body = ok(addr, "GetDeviceStatus", &[("IotId", iot_id)]).await;
+        if body["Data"]["Status"] == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{iot_id} never became {want}");
+}
