@@ -1,0 +1,363 @@
+//! `thingcall serve` as a process: ready file, port errors, graceful
+//! shutdown on SIGTERM, and no acknowledged write lost to `kill -9`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use thingcall_core::{Clock, UnixMillis};
+use thingcall_server::SystemClock;
+use thingcall_sign::v1;
+use thingcall_wire::form::encode_pairs;
+
+const ID: &str = "serveid";
+const SECRET: &str = "servesecret";
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let n = SystemClock.now().get();
+    let dir =
+        std::env::temp_dir().join(format!("thingcall-serve-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Running {
+    child: Child,
+    http: String,
+    mqtt: String,
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Running {
+    let ready = dir.join("ready.json");
+    let _ = std::fs::remove_file(&ready);
+    let child = Command::new(env!("CARGO_BIN_EXE_thingcall"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .args([
+            "--access-key-id",
+            ID,
+            "--access-key-secret",
+            SECRET,
+            "--ready-file",
+        ])
+        .arg(&ready)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            return Running {
+                child,
+                http: v["http"].as_str().unwrap().to_owned(),
+                mqtt: v["mqtt"].as_str().unwrap().to_owned(),
+            };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "thingcall serve never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn call(http: &str, action: &str, extra: &[(&str, &str)]) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let now = SystemClock.now();
+    let nonce = format!("n{}-{}", now.get(), rand());
+    let mut params: Vec<(String, String)> = [
+        ("Action", action),
+        ("Version", "2018-01-20"),
+        ("Format", "JSON"),
+        ("AccessKeyId", ID),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+        ("SignatureNonce", &nonce),
+        (
+            "Timestamp",
+            &UnixMillis::new(now.get()).to_iso8601_seconds(),
+        ),
+    ]
+    .iter()
+    .chain(extra.iter())
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let sig = v1::sign("GET", &params, SECRET);
+    params.push(("Signature".into(), sig));
+    let query = encode_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut s = std::net::TcpStream::connect(http).unwrap();
+    write!(
+        s,
+        "GET /?{query} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {out}"))
+}
+
+fn rand() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(unix)]
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn nothing_acknowledged_is_lost_to_kill_9() {
+    let dir = temp_dir("kill9");
+    let mut s = start(&dir, &["--demo"]);
+    let created = call(
+        &s.http,
+        "CreateProduct",
+        &[
+            ("ProductName", "Durable_1"),
+            ("NodeType", "0"),
+            ("AliyunCommodityCode", "iothub_senior"),
+            ("DataFormat", "1"),
+        ],
+    );
+    assert_eq!(created["Success"], true, "{created}");
+    let pk = created["ProductKey"].as_str().unwrap().to_owned();
+    let mut iot_ids = Vec::new();
+    for i in 0..20 {
+        let r = call(
+            &s.http,
+            "RegisterDevice",
+            &[("ProductKey", &pk), ("DeviceName", &format!("durable-{i}"))],
+        );
+        assert_eq!(r["Success"], true, "{r}");
+        iot_ids.push(r["Data"]["IotId"].as_str().unwrap().to_owned());
+    }
+    // Invocations are acknowledged only after they are recorded.
+    let demo_pk = {
+        let out = s.child.stdout.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+        let line = lines
+            .find(|l| l.as_ref().is_ok_and(|l| l.contains("demo device")))
+            .unwrap()
+            .unwrap();
+        line.split_whitespace()
+            .nth(2)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let mut message_ids = Vec::new();
+    for _ in 0..10 {
+        let r = call(
+            &s.http,
+            "InvokeThingService",
+            &[
+                ("ProductKey", &demo_pk),
+                ("DeviceName", "demo-device-1"),
+                ("Identifier", "Reboot"),
+                ("Args", "{}"),
+            ],
+        );
+        if r["Success"] == true {
+            message_ids.push(r["Data"]["MessageId"].as_str().unwrap().to_owned());
+        } else {
+            // The demo device may not have connected yet.
+            assert_eq!(r["Code"], "iot.device.InactiveDevice", "{r}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(!message_ids.is_empty());
+    s.child.kill().unwrap(); // SIGKILL
+    s.child.wait().unwrap();
+
+    let s = start(&dir, &[]);
+    for id in &iot_ids {
+        let r = call(&s.http, "QueryDeviceDetail", &[("IotId", id)]);
+        assert_eq!(r["Success"], true, "{id} lost: {r}");
+    }
+    let demo_iot = call(
+        &s.http,
+        "QueryDeviceDetail",
+        &[("ProductKey", &demo_pk), ("DeviceName", "demo-device-1")],
+    );
+    let demo_iot = demo_iot["Data"]["IotId"].as_str().unwrap().to_owned();
+    let records = call(
+        &s.http,
+        "QueryDeviceServiceData",
+        &[
+            ("IotId", &demo_iot),
+            ("StartTime", "0"),
+            ("EndTime", "9999999999999"),
+            ("PageSize", "50"),
+        ],
+    );
+    let recorded = records["Data"]["List"]["ServiceInfo"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(
+        recorded >= message_ids.len(),
+        "{recorded} records for {} acknowledged calls",
+        message_ids.len()
+    );
+    let mut child = s.child;
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_finishes_in_flight_calls_and_exits_0() {
+    let dir = temp_dir("term");
+    let mut s = start(&dir, &["--demo", "--sync-timeout", "3s"]);
+    let out = s.child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    let line = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.contains("demo device")))
+        .unwrap()
+        .unwrap();
+    let demo_pk = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Wait for the in-process demo device.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = call(
+            &s.http,
+            "GetDeviceStatus",
+            &[("ProductKey", &demo_pk), ("DeviceName", "demo-device-1")],
+        );
+        if r["Data"]["Status"] == "ONLINE" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let http = s.http.clone();
+    let pk = demo_pk.clone();
+    let in_flight = std::thread::spawn(move || {
+        call(
+            &http,
+            "InvokeThingService",
+            &[
+                ("ProductKey", &pk),
+                ("DeviceName", "demo-device-1"),
+                ("Identifier", "Calibrate"),
+                ("Args", "{}"),
+            ],
+        )
+    });
+    std::thread::sleep(Duration::from_millis(1));
+    signal(&s.child, "-TERM");
+    let answer = in_flight.join().unwrap();
+    assert!(
+        answer["RequestId"].is_string(),
+        "the in-flight call got an answer: {answer}"
+    );
+    let status = s.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let _ = s.mqtt;
+}
+
+#[test]
+fn a_taken_port_names_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let dir = temp_dir("port");
+    for (flag, args) in [
+        (
+            "--http",
+            vec!["--http", port.as_str(), "--mqtt", "127.0.0.1:0"],
+        ),
+        (
+            "--mqtt",
+            vec!["--http", "127.0.0.1:0", "--mqtt", port.as_str()],
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_thingcall"))
+            .arg("serve")
+            .args(&args)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect::<Vec<_>>();
+        assert_eq!(last.len(), 1, "{stderr}");
+        assert!(
+            last[0].contains(flag) && last[0].contains("already in use"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_fresh_store_generates_and_prints_a_key_once() {
+    let dir = temp_dir("keys");
+    let run = || {
+        let ready = dir.join("r.json");
+        let _ = std::fs::remove_file(&ready);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_thingcall"))
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--mqtt",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.join("data"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .env_remove("THINGCALL_ACCESS_KEY_ID")
+            .env_remove("THINGCALL_ACCESS_KEY_SECRET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        while !ready.exists() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = run();
+    assert!(first.contains("AccessKeyId     LTAI"), "{first}");
+    assert!(first.contains("AccessKeySecret "));
+    let second = run();
+    assert!(!second.contains("AccessKeySecret"), "{second}");
+}
