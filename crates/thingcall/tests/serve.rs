@@ -2,6 +2,7 @@
 //! shutdown on SIGTERM, and no acknowledged write lost to `kill -9`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+#![allow(clippy::zombie_processes)] // children are waited for by the tests that start them
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
