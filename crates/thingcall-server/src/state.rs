@@ -215,9 +215,11 @@ impl State {
             output: None,
             code: "pending".to_owned(),
         };
-        self.store
-            .write(move |conn| store::insert_invocation(conn, &record))
-            .await
+        // The record is queued now and committed while the message travels;
+        // the caller is answered only once it is committed.
+        let recorded = self
+            .store
+            .submit(move |conn| store::insert_invocation(conn, &record))
             .map_err(system_error)?;
 
         let kind = match call_type {
@@ -248,9 +250,12 @@ impl State {
                     Err(TransportError::QueueFull) => Some("429"),
                     Err(_) => Some("9201"),
                 };
-                if let Some(code) = code {
-                    tracing::info!(%key, %message_id, code, "async call not delivered");
-                    self.complete(message_id, None, code).await;
+                match code {
+                    Some(code) => {
+                        tracing::info!(%key, %message_id, code, "async call not delivered");
+                        self.finish(recorded, message_id, None, code).await?;
+                    }
+                    None => recorded.wait().await.map_err(system_error)?,
                 }
                 self.metrics.observe_invocation("async", started.elapsed());
                 Ok(Invoked {
@@ -273,7 +278,7 @@ impl State {
                             ApiError::with_detail(ErrorCode::RrpcFailed, other),
                         ),
                     };
-                    self.complete(message_id, None, code).await;
+                    self.finish(recorded, message_id, None, code).await?;
                     return Err(err);
                 }
                 let reply = tokio::time::timeout(self.config.sync_timeout, rx).await;
@@ -286,7 +291,8 @@ impl State {
                         }
                         let output = String::from_utf8(reply.reply.to_vec()).unwrap_or_default();
                         let code = reply.reply.code.to_string();
-                        self.complete(message_id, Some(output), &code).await;
+                        self.finish(recorded, message_id, Some(output), &code)
+                            .await?;
                         if !check.accepted {
                             return Err(violations_to_api_error(&check.violations));
                         }
@@ -296,8 +302,11 @@ impl State {
                         })
                     }
                     _ => {
+                        // A reply racing the timeout finds no pending entry
+                        // and completes the record as a late reply after
+                        // this TIMEOUT: the store applies writes in order.
                         lock(&self.pending).remove(&message_id);
-                        self.complete(message_id, None, "TIMEOUT").await;
+                        self.finish(recorded, message_id, None, "TIMEOUT").await?;
                         Err(ApiError::new(ErrorCode::Timeout))
                     }
                 }
@@ -365,15 +374,41 @@ impl State {
             .ok_or_else(missing)
     }
 
-    async fn complete(&self, message_id: MessageId, output: Option<String>, code: &str) {
+    /// Queues the outcome of an invocation (applied after its insert).
+    fn submit_completion(
+        &self,
+        message_id: MessageId,
+        output: Option<String>,
+        code: &str,
+    ) -> Option<store::Pending<bool>> {
         let (id, code) = (message_id.to_string(), code.to_owned());
-        if let Err(e) = self
+        match self
             .store
-            .write(move |conn| store::complete_invocation(conn, &id, output.as_deref(), &code))
-            .await
+            .submit(move |conn| store::complete_invocation(conn, &id, output.as_deref(), &code))
         {
-            tracing::error!(%message_id, error = %e, "cannot record the invocation's outcome");
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(%message_id, error = %e, "cannot record the invocation's outcome");
+                None
+            }
         }
+    }
+
+    /// Records the outcome and waits until the record and its outcome are
+    /// both committed.
+    async fn finish(
+        &self,
+        recorded: store::Pending<()>,
+        message_id: MessageId,
+        output: Option<String>,
+        code: &str,
+    ) -> Result<(), ApiError> {
+        let completed = self.submit_completion(message_id, output, code);
+        recorded.wait().await.map_err(system_error)?;
+        if let Some(c) = completed {
+            c.wait().await.map_err(system_error)?;
+        }
+        Ok(())
     }
 
     /// Follows the transport's events until it closes.
@@ -386,7 +421,7 @@ impl State {
         }
     }
 
-    async fn on_reply(&self, reply: DeviceReply) {
+    async fn on_reply(self: &Arc<Self>, reply: DeviceReply) {
         let Some(message_id) = reply.message_id else {
             self.metrics.count_reply("uncorrelated");
             tracing::warn!(device = %reply.device, id = %reply.reply.id, "reply without a platform message id; dropped");
@@ -403,22 +438,31 @@ impl State {
         let output = String::from_utf8(reply.reply.to_vec()).unwrap_or_default();
         let (id, code) = (message_id.to_string(), reply.reply.code.to_string());
         let code_for_late = if late { format!("{code} (late)") } else { code };
-        match self
-            .store
-            .write(move |conn| store::complete_invocation(conn, &id, Some(&output), &code_for_late))
-            .await
-        {
-            Ok(true) => {
-                self.metrics
-                    .count_reply(if late { "late" } else { "async" });
-                tracing::info!(device = %reply.device, %message_id, code = reply.reply.code, late, "reply recorded");
+        // Queue the write and follow it on its own task: the event loop
+        // must keep pace with the devices, not with the disk.
+        let pending = self.store.submit(move |conn| {
+            store::complete_invocation(conn, &id, Some(&output), &code_for_late)
+        });
+        let state = Arc::clone(self);
+        tokio::spawn(async move {
+            let outcome = match pending {
+                Ok(p) => p.wait().await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(true) => {
+                    state
+                        .metrics
+                        .count_reply(if late { "late" } else { "async" });
+                    tracing::debug!(device = %reply.device, %message_id, code = reply.reply.code, late, "reply recorded");
+                }
+                Ok(false) => {
+                    state.metrics.count_reply("unknown");
+                    tracing::warn!(device = %reply.device, %message_id, "reply for an unknown message id; dropped");
+                }
+                Err(e) => tracing::error!(%message_id, error = %e, "cannot record a reply"),
             }
-            Ok(false) => {
-                self.metrics.count_reply("unknown");
-                tracing::warn!(device = %reply.device, %message_id, "reply for an unknown message id; dropped");
-            }
-            Err(e) => tracing::error!(%message_id, error = %e, "cannot record a reply"),
-        }
+        });
     }
 
     async fn on_presence(&self, p: PresenceEvent) {

@@ -107,11 +107,25 @@ type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
 /// Most jobs grouped into one transaction.
 const MAX_BATCH: usize = 512;
 
+/// A submitted write, resolved after its commit.
+pub(crate) struct Pending<T>(oneshot::Receiver<Result<T, String>>);
+
+impl<T> Pending<T> {
+    /// Waits for the commit.
+    pub(crate) async fn wait(self) -> Result<T, StoreError> {
+        self.0
+            .await
+            .map_err(|_| StoreError("the store writer stopped".into()))?
+            .map_err(StoreError)
+    }
+}
+
 /// The SQLite store.
 pub(crate) struct Store {
     writer: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     reader: Arc<Mutex<Connection>>,
+    checkpoint: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -149,6 +163,23 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tracing::info!(version = i + 1, "store migrated");
     }
     Ok(())
+}
+
+fn run_checkpoints(conn: Connection, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let tick = std::time::Duration::from_millis(100);
+    let mut waited = std::time::Duration::ZERO;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(tick);
+        waited += tick;
+        if waited >= std::time::Duration::from_secs(1) {
+            waited = std::time::Duration::ZERO;
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
+    }
+    // A last, complete checkpoint leaves a tidy database file behind.
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 fn run_writer(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
@@ -199,21 +230,43 @@ impl Store {
         let path = dir.join("thingcall.db");
         let mut writer = open(&path)?;
         migrate(&mut writer)?;
+        // Checkpoints copy the WAL into the database file and sync it; they
+        // run on their own thread so no commit on the request path waits.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let reader = open(&path)?;
+        let checkpointer = open(&path)?;
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("thingcall-store".into())
             .spawn(move || run_writer(writer, rx))
             .map_err(|e| StoreError(e.to_string()))?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        let checkpoint = std::thread::Builder::new()
+            .name("thingcall-checkpoint".into())
+            .spawn(move || run_checkpoints(checkpointer, stop_flag))
+            .map_err(|e| StoreError(e.to_string()))?;
         Ok(Store {
             writer: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             reader: Arc::new(Mutex::new(reader)),
+            checkpoint: Mutex::new(Some((stop, checkpoint))),
         })
     }
 
     /// Runs `f` in the writer's transaction; resolves after the commit.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.submit(f)?.wait().await
+    }
+
+    /// Queues `f` now and returns a handle that resolves after its commit.
+    /// Jobs run in the order they are submitted, so a later job's commit
+    /// implies every earlier job's.
+    pub(crate) fn submit<T, F>(&self, f: F) -> Result<Pending<T>, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -242,9 +295,7 @@ impl Store {
         sender
             .send(job)
             .map_err(|_| StoreError("the store writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError("the store writer stopped".into()))?
-            .map_err(StoreError)
+        Ok(Pending(rx))
     }
 
     /// Runs `f` on the read connection, off the async threads.
@@ -259,10 +310,15 @@ impl Store {
             .map_err(|e| StoreError(e.to_string()))?
     }
 
-    /// Finishes every queued write and stops the writer thread.
+    /// Finishes every queued write, stops the writer thread and
+    /// checkpoints the WAL into the database file.
     pub(crate) fn close(&self) {
         drop(lock(&self.writer).take());
         if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+        if let Some((stop, t)) = lock(&self.checkpoint).take() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = t.join();
         }
     }
