@@ -394,3 +394,8 @@ impl Clock for SystemClock {
         thingcall_core::UnixMillis::new(ms)
     }
 }
+
+/// The README example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
