@@ -1,6 +1,8 @@
 //! `thingcall`: the command line of the thingcall platform.
 //!
-//! It runs the server (`serve`), signs requests (`sign v1`, `sign v3`), makes
+//! It runs the server (`serve`), calls it or Alibaba's endpoint (`invoke`,
+//! `product`, `device register|detail|status|...`, `tsl import|publish|get`),
+//! signs requests (`sign v1`, `sign v3`), makes
 //! device MQTT credentials (`device credentials`), simulates devices
 //! (`device simulate`) and works with thing models (`tsl
 //! check|schema|validate`). Every command prints its main result on the last
@@ -28,13 +30,18 @@ struct Cli {
 enum Command {
     /// Run the thingcall server: HTTP API, MQTT device gateway, SQLite store.
     Serve(cmd::serve::ServeArgs),
+    /// Invoke a service on a device (InvokeThingService).
+    Invoke(cmd::api::InvokeArgs),
+    /// Products: create, get, delete.
+    #[command(subcommand)]
+    Product(cmd::api::ProductCommand),
     /// Sign a request the way Alibaba's SDKs do (v1 HMAC-SHA1, v3 ACS3-HMAC-SHA256).
     #[command(subcommand)]
     Sign(cmd::sign::SignCommand),
-    /// Device tooling: MQTT credentials.
+    /// Devices: register, detail, status, delete, disable, enable; MQTT credentials; simulation.
     #[command(subcommand)]
     Device(cmd::device::DeviceCommand),
-    /// Thing models (TSL): check, print schemas, validate Args.
+    /// Thing models (TSL): check, schema, validate locally; import, publish, get on a server.
     #[command(subcommand)]
     Tsl(cmd::tsl::TslCommand),
 }
@@ -43,6 +50,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Invoke(a) => cmd::api::invoke(a),
+        Command::Product(c) => c.run(),
         Command::Sign(c) => c.run(),
         Command::Device(c) => c.run(),
         Command::Tsl(c) => c.run(),

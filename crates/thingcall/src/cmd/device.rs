@@ -15,6 +15,27 @@ pub(crate) enum DeviceCommand {
     Credentials(CredentialsArgs),
     /// Run simulated devices that answer every service of a thing model.
     Simulate(SimulateArgs),
+    /// Register a device, or N devices with --count (RegisterDevice).
+    Register(super::api::RegisterArgs),
+    /// Show a device (QueryDeviceDetail).
+    Detail(Target),
+    /// Show a device's status (GetDeviceStatus).
+    Status(Target),
+    /// Delete a device (DeleteDevice).
+    Delete(Target),
+    /// Disable a device: it is disconnected and cannot connect (DisableThing).
+    Disable(Target),
+    /// Enable a disabled device (EnableThing).
+    Enable(Target),
+}
+
+/// The API to call and the device.
+#[derive(Args)]
+pub(crate) struct Target {
+    #[command(flatten)]
+    api: super::api::ApiArgs,
+    #[command(flatten)]
+    device: super::api::DeviceArgs,
 }
 
 #[derive(Args)]
@@ -26,11 +47,14 @@ pub(crate) struct SimulateArgs {
     #[arg(long)]
     pub(crate) product_key: String,
     /// The DeviceName (with --count N: the prefix of DN-1 ... DN-N).
-    #[arg(long)]
-    pub(crate) device_name: String,
+    #[arg(long, required_unless_present = "secrets_file")]
+    pub(crate) device_name: Option<String>,
     /// The DeviceSecret (with --count N: shared by every device).
-    #[arg(long)]
-    pub(crate) device_secret: String,
+    #[arg(long, required_unless_present = "secrets_file")]
+    pub(crate) device_secret: Option<String>,
+    /// Per-device secrets: the JSON that `thingcall device register --count N --output json` prints.
+    #[arg(long, conflicts_with = "device_secret")]
+    pub(crate) secrets_file: Option<std::path::PathBuf>,
     /// The thing model (TSL JSON) to answer from.
     #[arg(long)]
     pub(crate) tsl: std::path::PathBuf,
@@ -97,6 +121,12 @@ impl DeviceCommand {
         match self {
             DeviceCommand::Credentials(a) => credentials(a),
             DeviceCommand::Simulate(a) => crate::cmd::simulate::run(a),
+            DeviceCommand::Register(a) => super::api::register(a),
+            DeviceCommand::Detail(t) => super::api::device_action("detail", t.api, t.device),
+            DeviceCommand::Status(t) => super::api::device_action("status", t.api, t.device),
+            DeviceCommand::Delete(t) => super::api::device_action("delete", t.api, t.device),
+            DeviceCommand::Disable(t) => super::api::device_action("disable", t.api, t.device),
+            DeviceCommand::Enable(t) => super::api::device_action("enable", t.api, t.device),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The subcommands. Each returns the exit code, or an error message that
 //! `main` prints before exiting with status 2.
 
+pub(crate) mod api;
 pub(crate) mod device;
 pub(crate) mod serve;
 pub(crate) mod sign;

@@ -19,16 +19,45 @@ pub(crate) fn run(a: SimulateArgs) -> Outcome {
     }
     let product_key =
         ProductKey::new(a.product_key.as_str()).map_err(|e| format!("--product-key: {e}"))?;
-    let names: Vec<String> = match a.count {
-        None => vec![a.device_name.clone()],
-        Some(0) => return Err("--count must be at least 1".to_owned()),
-        Some(n) => (1..=n).map(|i| format!("{}-{i}", a.device_name)).collect(),
+    // Every device with its secret: from --secrets-file, or DN (DN-1 ... DN-N
+    // with --count) sharing --device-secret.
+    let secrets: Vec<(String, String)> = match (&a.secrets_file, &a.device_secret) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let list: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+            list.as_array()
+                .ok_or_else(|| format!("{} must be a JSON list", path.display()))?
+                .iter()
+                .map(
+                    |d| match (d["DeviceName"].as_str(), d["DeviceSecret"].as_str()) {
+                        (Some(n), Some(s)) => Ok((n.to_owned(), s.to_owned())),
+                        _ => Err(format!(
+                            "{}: every item needs DeviceName and DeviceSecret",
+                            path.display()
+                        )),
+                    },
+                )
+                .collect::<Result<_, _>>()?
+        }
+        (None, Some(secret)) => {
+            let name = a.device_name.clone().ok_or("give --device-name")?;
+            match a.count {
+                None => vec![(name, secret.clone())],
+                Some(0) => return Err("--count must be at least 1".to_owned()),
+                Some(n) => (1..=n)
+                    .map(|i| (format!("{name}-{i}"), secret.clone()))
+                    .collect(),
+            }
+        }
+        (None, None) => return Err("give --device-secret or --secrets-file".to_owned()),
     };
-    let mut devices = Vec::with_capacity(names.len());
-    for name in &names {
+    let mut devices = Vec::with_capacity(secrets.len());
+    for (name, secret) in &secrets {
         let dn =
             DeviceName::new(name.as_str()).map_err(|e| format!("device name {name:?}: {e}"))?;
-        devices.push(DeviceKey::new(product_key.clone(), dn));
+        devices.push((DeviceKey::new(product_key.clone(), dn), secret.clone()));
     }
     let text = std::fs::read_to_string(&a.tsl)
         .map_err(|e| format!("cannot read {}: {e}", a.tsl.display()))?;
@@ -51,11 +80,11 @@ pub(crate) fn run(a: SimulateArgs) -> Outcome {
         let (calls_tx, mut calls) = mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         println!("simulating {} device(s) against {}", devices.len(), a.mqtt);
-        for device in devices {
+        for (device, secret) in devices {
             let cfg = SimulatorConfig {
                 server: a.mqtt.clone(),
                 device,
-                device_secret: Secret::new(a.device_secret.as_str()),
+                device_secret: Secret::new(secret),
                 model: Arc::clone(&model),
                 latency: Duration::from_millis(a.latency),
                 fail_rate: a.fail_rate,

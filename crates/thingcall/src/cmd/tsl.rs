@@ -21,6 +21,44 @@ pub(crate) enum TslCommand {
     Schema(SchemaArgs),
     /// Validate Args against a service: prints `ok`, or one `POINTER: message` line per violation (exit 1).
     Validate(ValidateArgs),
+    /// Import a TSL file as a product's draft thing model (ImportThingModelTsl).
+    Import {
+        #[command(flatten)]
+        api: super::api::ApiArgs,
+        /// The product.
+        #[arg(long)]
+        product_key: String,
+        /// The TSL JSON file.
+        file: PathBuf,
+    },
+    /// Publish the draft thing model as a new version (PublishThingModel).
+    Publish {
+        #[command(flatten)]
+        api: super::api::ApiArgs,
+        /// The product.
+        #[arg(long)]
+        product_key: String,
+        /// The version name (generated when absent).
+        #[arg(long)]
+        model_version: Option<String>,
+    },
+    /// Print a product's thing model (GetThingModelTsl, or GetThingModelTslPublished with --published).
+    Get {
+        #[command(flatten)]
+        api: super::api::ApiArgs,
+        /// The product.
+        #[arg(long)]
+        product_key: String,
+        /// The published model instead of the draft.
+        #[arg(long)]
+        published: bool,
+        /// A published version.
+        #[arg(long)]
+        model_version: Option<String>,
+        /// Only identifiers and data types.
+        #[arg(long)]
+        simple: bool,
+    },
 }
 
 #[derive(Args)]
@@ -63,6 +101,23 @@ impl TslCommand {
                 Ok(ExitCode::SUCCESS)
             }
             TslCommand::Validate(a) => validate_cmd(a),
+            TslCommand::Import {
+                api,
+                product_key,
+                file,
+            } => super::api::tsl_import(api, &product_key, &file),
+            TslCommand::Publish {
+                api,
+                product_key,
+                model_version,
+            } => super::api::tsl_publish(api, &product_key, model_version),
+            TslCommand::Get {
+                api,
+                product_key,
+                published,
+                model_version,
+                simple,
+            } => super::api::tsl_get(api, &product_key, published, model_version, simple),
         }
     }
 }
