@@ -2,10 +2,12 @@
 //!
 //! * `cargo xtask codegen` regenerates committed source files from the data
 //!   files they are derived from; `--check` fails when a file is stale.
+//! * `cargo xtask release --dry-run | VERSION` checks and cuts releases.
 //!
 //! Run `cargo xtask help` for the full list.
 
 mod codegen;
+mod release;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +16,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("codegen") => codegen::run(&args[1..]),
+        Some("release") => release::run(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
             Ok(())
@@ -36,6 +39,8 @@ fn print_help() {
         "cargo xtask COMMAND\n\n\
          Commands:\n  \
          codegen [--check]   regenerate committed generated files (--check: fail if stale)\n  \
+         release --dry-run   check every publishable crate and package it\n  \
+         release VERSION     bump versions, update CHANGELOG.md, commit and tag\n  \
          help                this text"
     );
 }
