@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use assert_cmd::Command;
 
 fn thingcall(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_thingcall"))
@@ -118,6 +120,37 @@ fn sign_v3_matches_the_published_vector() {
     assert!(
         stdout(&o).contains("7ea06492da5221eba5297e897ce16e55f964061054b7695beedaac1145b1e259")
     );
+}
+
+#[test]
+fn help_and_usage() {
+    Command::new(env!("CARGO_BIN_EXE_thingcall"))
+        .arg("--help")
+        .assert()
+        .success();
+    Command::new(env!("CARGO_BIN_EXE_thingcall"))
+        .arg("no-such-command")
+        .assert()
+        .code(2);
+    Command::new(env!("CARGO_BIN_EXE_thingcall"))
+        .args(["tsl", "check"])
+        .assert()
+        .code(2);
+    Command::cargo_bin("thingcall")
+        .unwrap()
+        .args([
+            "sign",
+            "v1",
+            "--method",
+            "GET",
+            "--secret",
+            "testsecret",
+            "--query",
+            DOC_QUERY,
+        ])
+        .assert()
+        .success()
+        .stdout("OLeaidS1JvxuMvnyHOwuJ+uX5qY=\n");
 }
 
 #[test]
