@@ -288,16 +288,7 @@ async fn session(
         return;
     }
     tracing::info!(%device, %addr, clean_session = connect.clean_session, ext_rrpc, "device online");
-    inner
-        .hub
-        .publish(TransportEvent::Presence(PresenceEvent {
-            device: device.clone(),
-            online: true,
-            at: inner.clock.now(),
-            client_addr: Some(addr),
-            reason: "connect".to_owned(),
-        }))
-        .await;
+    presence(&inner, &device, true, addr, "connect".to_owned()).await;
 
     let mut inflight = Inflight::new();
     let mut backlog: Vec<Outgoing> = stored.queued.into_iter().collect();
@@ -425,17 +416,26 @@ async fn cleanup(
     }
     if let Some((addr, reason)) = offline {
         tracing::info!(%device, %addr, %reason, "device offline");
-        inner
-            .hub
-            .publish(TransportEvent::Presence(PresenceEvent {
-                device: device.clone(),
-                online: false,
-                at: inner.clock.now(),
-                client_addr: Some(addr),
-                reason,
-            }))
-            .await;
+        presence(inner, device, false, addr, reason).await;
     }
+}
+
+/// Tells every subscriber that a device came online or went offline.
+async fn presence(
+    inner: &Inner,
+    device: &DeviceKey,
+    online: bool,
+    addr: SocketAddr,
+    reason: String,
+) {
+    let event = PresenceEvent {
+        device: device.clone(),
+        online,
+        at: inner.clock.now(),
+        client_addr: Some(addr),
+        reason,
+    };
+    inner.hub.publish(TransportEvent::Presence(event)).await;
 }
 
 async fn send_publish(

@@ -30,6 +30,17 @@ fn ok<B: ResponseBody>(
     )
 }
 
+/// Maps a uniqueness violation to `code`, anything else to a system error.
+fn conflict(code: ErrorCode) -> impl FnOnce(crate::store::StoreError) -> ApiError {
+    move |e| {
+        if e.0.contains("UNIQUE") {
+            ApiError::new(code)
+        } else {
+            system(e)
+        }
+    }
+}
+
 fn system(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "store failure");
     ApiError::new(ErrorCode::SystemException)
@@ -212,13 +223,7 @@ async fn create_product(
         .store
         .write(move |conn| store::insert_product(conn, &stored))
         .await
-        .map_err(|e| {
-            if e.0.contains("UNIQUE") {
-                ApiError::new(ErrorCode::AlreadyExistedProductName)
-            } else {
-                system(e)
-            }
-        })?;
+        .map_err(conflict(ErrorCode::AlreadyExistedProductName))?;
     let data = CreateProductData {
         product_key: product.product_key.clone(),
         product_name: product.product_name.clone(),
@@ -376,13 +381,7 @@ async fn register_device(
         .store
         .write(move |conn| store::insert_device(conn, &stored))
         .await
-        .map_err(|e| {
-            if e.0.contains("UNIQUE") {
-                ApiError::new(ErrorCode::AlreadyExistedDeviceName)
-            } else {
-                system(e)
-            }
-        })?;
+        .map_err(conflict(ErrorCode::AlreadyExistedDeviceName))?;
     let data = RegisterDeviceData {
         iot_id,
         product_key: device.product_key.clone(),

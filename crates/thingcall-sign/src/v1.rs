@@ -11,7 +11,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use thingcall_core::encoding::{is_unreserved, percent_encode_into, percent_encoded_len};
+use thingcall_core::encoding::{is_unreserved, percent_encode_into};
 use thingcall_core::secret::constant_time_eq;
 
 use crate::digest::hmac_sha1;
@@ -21,30 +21,22 @@ pub const SIGNATURE_METHOD: &str = "HMAC-SHA1";
 /// The only `SignatureVersion` v1 accepts.
 pub const SIGNATURE_VERSION: &str = "1.0";
 
-/// The canonicalized query string of decoded parameters.
-pub fn canonical_query<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> String {
+/// The parameters a v1 signature covers (all but `Signature`), sorted by
+/// name in byte order. UTF-8 byte order is code-point order, which is what
+/// the official SDKs' sorted dictionaries give.
+fn signed_params<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> Vec<(&str, &str)> {
     let mut sorted: Vec<(&str, &str)> = params
         .iter()
         .map(|(k, v)| (k.as_ref(), v.as_ref()))
         .filter(|(k, _)| *k != "Signature")
         .collect();
-    // Byte order of UTF-8 is code-point order, which is what the official
-    // SDKs' sorted dictionaries give.
     sorted.sort_unstable();
-    let len: usize = sorted
-        .iter()
-        .map(|(k, v)| percent_encoded_len(k) + percent_encoded_len(v) + 2)
-        .sum();
-    let mut out = String::with_capacity(len);
-    for (i, (k, v)) in sorted.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        percent_encode_into(k, &mut out);
-        out.push('=');
-        percent_encode_into(v, &mut out);
-    }
-    out
+    sorted
+}
+
+/// The canonicalized query string of decoded parameters.
+pub fn canonical_query<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> String {
+    crate::v3::encode_sorted(&signed_params(params))
 }
 
 /// `METHOD&%2F&encode(canonical)`.
@@ -63,12 +55,7 @@ pub fn string_to_sign(method: &str, canonical: &str) -> String {
 /// instead of building and re-encoding the canonical string. Verification
 /// runs this on every request.
 pub fn string_to_sign_of<K: AsRef<str>, V: AsRef<str>>(method: &str, params: &[(K, V)]) -> String {
-    let mut sorted: Vec<(&str, &str)> = params
-        .iter()
-        .map(|(k, v)| (k.as_ref(), v.as_ref()))
-        .filter(|(k, _)| *k != "Signature")
-        .collect();
-    sorted.sort_unstable();
+    let sorted = signed_params(params);
     let len: usize = sorted
         .iter()
         .map(|(k, v)| double_encoded_len(k) + double_encoded_len(v) + 6)

@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use thingcall_core::encoding::percent_encode_into;
+use thingcall_core::encoding::{percent_encode_into, percent_encoded_len};
 use thingcall_core::secret::constant_time_eq;
 
 use crate::digest::{hex, hmac_sha256, sha256_hex};
@@ -91,7 +91,17 @@ pub fn canonical_query_of_pairs<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) 
         .map(|(k, v)| (k.as_ref(), v.as_ref()))
         .collect();
     sorted.sort_unstable();
-    let mut out = String::new();
+    encode_sorted(&sorted)
+}
+
+/// `encode(name)=encode(value)` joined with `&`, in the order given: the
+/// canonical form both signature versions use.
+pub(crate) fn encode_sorted(sorted: &[(&str, &str)]) -> String {
+    let len: usize = sorted
+        .iter()
+        .map(|(k, v)| percent_encoded_len(k) + percent_encoded_len(v) + 2)
+        .sum();
+    let mut out = String::with_capacity(len);
     for (i, (k, v)) in sorted.iter().enumerate() {
         if i > 0 {
             out.push('&');
