@@ -71,26 +71,26 @@ pub(crate) async fn dispatch(
         }
         ApiRequest::ImportThingModelTsl(r) => import_tsl(state, r, format, rid).await,
         ApiRequest::PublishThingModel(r) => publish_model(state, r, format, rid).await,
-        ApiRequest::GetThingModelTsl(r) => get_tsl(
-            state,
-            GetThingModelTsl::NAME,
-            r.product_key.as_str(),
-            r.model_version.as_deref(),
-            r.simple,
-            false,
-            format,
-            rid,
-        ),
-        ApiRequest::GetThingModelTslPublished(r) => get_tsl(
-            state,
-            GetThingModelTslPublished::NAME,
-            r.product_key.as_str(),
-            r.model_version.as_deref(),
-            r.simple,
-            true,
-            format,
-            rid,
-        ),
+        ApiRequest::GetThingModelTsl(r) => {
+            let q = TslQuery {
+                product_key: r.product_key.as_str(),
+                version: r.model_version.as_deref(),
+                block: r.function_block_id.as_deref(),
+                simple: r.simple,
+                published: false,
+            };
+            get_tsl(state, GetThingModelTsl::NAME, &q, format, rid)
+        }
+        ApiRequest::GetThingModelTslPublished(r) => {
+            let q = TslQuery {
+                product_key: r.product_key.as_str(),
+                version: r.model_version.as_deref(),
+                block: r.function_block_id.as_deref(),
+                simple: r.simple,
+                published: true,
+            };
+            get_tsl(state, GetThingModelTslPublished::NAME, &q, format, rid)
+        }
         ApiRequest::QueryDeviceServiceData(r) => service_data(state, r, format, rid).await,
         _ => Err(ApiError::new(ErrorCode::InvalidActionNotFound)),
     }
@@ -195,6 +195,7 @@ async fn create_product(
             tsl: draft.clone(),
             created_ms: now,
             seq: 1,
+            modules: Default::default(),
         });
     }
     let product = Product {
@@ -217,6 +218,7 @@ async fn create_product(
         created_ms: now,
         draft_tsl: draft,
         versions,
+        modules: Default::default(),
     };
     let stored = product.clone();
     state
@@ -508,17 +510,8 @@ fn senior(p: &Product) -> Result<(), ApiError> {
     }
 }
 
-fn unsupported_block(block: &Option<String>) -> Result<(), ApiError> {
-    match block {
-        None => Ok(()),
-        Some(b) => Err(ApiError::with_detail(
-            ErrorCode::InvalidFormattedParameter,
-            format_args!(
-                "Custom modules (FunctionBlockId={b}) are not supported by this server yet."
-            ),
-        )),
-    }
-}
+/// Custom modules per product, the default one included (Alibaba's limit).
+const MAX_MODULES: usize = 20;
 
 async fn import_tsl(
     state: &State,
@@ -528,7 +521,15 @@ async fn import_tsl(
 ) -> Result<String, ApiError> {
     let p = product(state, r.product_key.as_str())?;
     senior(&p)?;
-    unsupported_block(&r.function_block_id)?;
+    if let Some(block) = &r.function_block_id
+        && !p.modules.contains_key(block)
+        && p.modules.len() + 1 >= MAX_MODULES
+    {
+        return Err(ApiError::with_detail(
+            ErrorCode::InvalidFormattedParameter,
+            format_args!("A product has at most {MAX_MODULES} modules."),
+        ));
+    }
     let mut doc: Value = serde_json::from_str(&r.tsl_str).map_err(|e| {
         ApiError::with_detail(
             ErrorCode::InvalidFormattedParameter,
@@ -542,22 +543,48 @@ async fn import_tsl(
             format_args!("TslStr is not a valid thing model: {}", lines.join("; ")),
         ));
     }
-    // The profile names the product it is imported into, whatever it said.
+    // The profile names the product (and module) it is imported into,
+    // whatever it said.
     if let Some(obj) = doc.as_object_mut() {
         let profile = obj.entry("profile").or_insert_with(|| json!({}));
         if let Some(profile) = profile.as_object_mut() {
             profile.insert("productKey".into(), json!(p.product_key));
+            match (&r.function_block_id, &r.function_block_name) {
+                (Some(id), Some(name)) => {
+                    profile.insert("functionBlockId".into(), json!(id));
+                    profile.insert("functionBlockName".into(), json!(name));
+                }
+                _ => {
+                    profile.remove("functionBlockId");
+                    profile.remove("functionBlockName");
+                }
+            }
         }
     }
     let tsl = doc.to_string();
     let (pk, stored) = (p.product_key.clone(), tsl.clone());
-    state
-        .store
-        .write(move |conn| store::set_draft(conn, &pk, &stored))
-        .await
-        .map_err(system)?;
-    if let Some(cur) = write(&state.catalog).products.get_mut(&p.product_key) {
-        cur.draft_tsl = tsl;
+    match (r.function_block_id, r.function_block_name) {
+        (Some(id), Some(name)) => {
+            let (block, block_name) = (id.clone(), name.clone());
+            state
+                .store
+                .write(move |conn| store::set_module_draft(conn, &pk, &block, &block_name, &stored))
+                .await
+                .map_err(system)?;
+            if let Some(cur) = write(&state.catalog).products.get_mut(&p.product_key) {
+                cur.modules.insert(id, tsl);
+            }
+        }
+        _ => {
+            state
+                .store
+                .write(move |conn| store::set_draft(conn, &pk, &stored))
+                .await
+                .map_err(system)?;
+            if let Some(cur) = write(&state.catalog).products.get_mut(&p.product_key) {
+                cur.draft_tsl = tsl;
+            }
+        }
     }
     Ok(ok(ImportThingModelTsl::NAME, format, rid, ()))
 }
@@ -584,6 +611,8 @@ async fn publish_model(
         tsl: p.draft_tsl.clone(),
         created_ms: state.now().get(),
         seq,
+        // A version freezes every module as it is now.
+        modules: p.modules.clone(),
     };
     let (pk, stored) = (p.product_key.clone(), v.clone());
     state
@@ -657,35 +686,54 @@ fn simplify(doc: &Value) -> Value {
     })
 }
 
-#[allow(clippy::too_many_arguments)] // the two TSL actions share this body
+/// What `GetThingModelTsl` / `GetThingModelTslPublished` ask for.
+struct TslQuery<'a> {
+    product_key: &'a str,
+    version: Option<&'a str>,
+    block: Option<&'a str>,
+    simple: Option<bool>,
+    published: bool,
+}
+
 fn get_tsl(
     state: &State,
     action: &'static str,
-    product_key: &str,
-    version: Option<&str>,
-    simple: Option<bool>,
-    published: bool,
+    q: &TslQuery<'_>,
     format: Format,
     rid: &RequestId,
 ) -> Result<String, ApiError> {
-    let p = product(state, product_key)?;
+    let p = product(state, q.product_key)?;
     senior(&p)?;
-    let tsl = match version {
-        Some(v) => match p.versions.iter().find(|m| m.version == v) {
-            Some(m) => m.tsl.clone(),
-            None => {
-                return Err(ApiError::with_detail(
-                    ErrorCode::InvalidFormattedParameter,
-                    format_args!("No published ModelVersion {v}."),
-                ));
-            }
-        },
-        None if published => p
-            .published()
-            .map_or_else(|| empty_tsl(&p.product_key), |m| m.tsl.clone()),
-        None => p.draft_tsl.clone(),
+    let no_module = |b: &str| {
+        ApiError::with_detail(
+            ErrorCode::InvalidFormattedParameter,
+            format_args!("The product has no module {b}."),
+        )
     };
-    let tsl = if simple.unwrap_or(false) {
+    let version = match q.version {
+        Some(v) => Some(p.versions.iter().find(|m| m.version == v).ok_or_else(|| {
+            ApiError::with_detail(
+                ErrorCode::InvalidFormattedParameter,
+                format_args!("No published ModelVersion {v}."),
+            )
+        })?),
+        None if q.published => p.published(),
+        None => None,
+    };
+    let tsl = match (version, q.block) {
+        (Some(v), None) => v.tsl.clone(),
+        (Some(v), Some(b)) => v.modules.get(b).cloned().ok_or_else(|| no_module(b))?,
+        (None, None) if q.published => empty_tsl(&p.product_key),
+        (None, None) => p.draft_tsl.clone(),
+        (None, Some(b)) if q.published => {
+            return Err(ApiError::with_detail(
+                ErrorCode::InvalidFormattedParameter,
+                format_args!("Module {b} was never published."),
+            ));
+        }
+        (None, Some(b)) => p.modules.get(b).cloned().ok_or_else(|| no_module(b))?,
+    };
+    let tsl = if q.simple.unwrap_or(false) {
         serde_json::from_str::<Value>(&tsl)
             .map(|doc| simplify(&doc).to_string())
             .unwrap_or(tsl)

@@ -21,7 +21,8 @@ pub(crate) struct AccessKey {
     pub(crate) enabled: bool,
 }
 
-/// A published thing-model version.
+/// A published thing-model version: the default module and every custom
+/// module as they were when it was published.
 #[derive(Clone, Debug)]
 pub(crate) struct ModelVersion {
     pub(crate) version: String,
@@ -29,6 +30,8 @@ pub(crate) struct ModelVersion {
     pub(crate) tsl: String,
     pub(crate) created_ms: i64,
     pub(crate) seq: i64,
+    /// Custom modules: block id → TSL.
+    pub(crate) modules: std::collections::BTreeMap<String, String>,
 }
 
 /// A product.
@@ -50,6 +53,9 @@ pub(crate) struct Product {
     pub(crate) draft_tsl: String,
     /// Oldest first; the last is the one in use.
     pub(crate) versions: Vec<ModelVersion>,
+    /// Custom modules' draft TSLs, by block id (each names itself in its
+    /// profile).
+    pub(crate) modules: std::collections::BTreeMap<String, String>,
 }
 
 impl Product {

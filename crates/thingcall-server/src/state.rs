@@ -156,14 +156,30 @@ impl State {
         &self,
         product_key: &str,
     ) -> Result<Option<Arc<CompiledModel>>, ApiError> {
+        self.published_module(product_key, None)
+    }
+
+    /// The compiled published model of one module (`None`: the default
+    /// module), compiled once per (product, version, module).
+    pub(crate) fn published_module(
+        &self,
+        product_key: &str,
+        block: Option<&str>,
+    ) -> Result<Option<Arc<CompiledModel>>, ApiError> {
         let (version, tsl) = {
             let c = read(&self.catalog);
             let Some(p) = c.products.get(product_key) else {
                 return Err(ApiError::new(ErrorCode::NotExistedProduct));
             };
-            match p.published() {
-                Some(v) => (v.version.clone(), v.tsl.clone()),
-                None => return Ok(None),
+            let Some(v) = p.published() else {
+                return Ok(None);
+            };
+            match block {
+                None => (v.version.clone(), v.tsl.clone()),
+                Some(b) => match v.modules.get(b) {
+                    Some(tsl) => (format!("{}#{b}", v.version), tsl.clone()),
+                    None => return Ok(None),
+                },
             }
         };
         self.models
@@ -367,7 +383,9 @@ impl State {
                 format_args!("The published thing model has no service {identifier}."),
             )
         };
-        let model = self.published_model(product_key)?.ok_or_else(missing)?;
+        let model = self
+            .published_module(product_key, identifier.block())?
+            .ok_or_else(missing)?;
         model
             .service(identifier.as_str())
             .cloned()

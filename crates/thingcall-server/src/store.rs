@@ -17,7 +17,8 @@ use tokio::sync::oneshot;
 use crate::catalog::{AccessKey, Device, ModelVersion, Product};
 
 /// The versioned schema. Entry `n` upgrades `user_version` `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE access_keys (
     id          TEXT PRIMARY KEY,
     secret      TEXT NOT NULL,
@@ -81,7 +82,25 @@ CREATE TABLE invocations (
     code        TEXT NOT NULL
 );
 CREATE INDEX invocations_by_device ON invocations (iot_id, time_ms);
-"#];
+"#,
+    r#"
+CREATE TABLE modules (
+    product_key  TEXT NOT NULL REFERENCES products(product_key) ON DELETE CASCADE,
+    block_id     TEXT NOT NULL,
+    block_name   TEXT NOT NULL,
+    draft_tsl    TEXT NOT NULL,
+    PRIMARY KEY (product_key, block_id)
+);
+CREATE TABLE module_versions (
+    product_key  TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    block_id     TEXT NOT NULL,
+    tsl          TEXT NOT NULL,
+    PRIMARY KEY (product_key, version, block_id),
+    FOREIGN KEY (product_key, version) REFERENCES model_versions(product_key, version) ON DELETE CASCADE
+);
+"#,
+];
 
 /// A store failure.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -380,6 +399,7 @@ pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
                 created_ms: r.get(12)?,
                 draft_tsl: r.get(13)?,
                 versions: Vec::new(),
+                modules: Default::default(),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -395,6 +415,7 @@ pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
                     tsl: r.get(3)?,
                     created_ms: r.get(4)?,
                     seq: r.get(5)?,
+                    modules: Default::default(),
                 },
             ))
         })?
@@ -402,6 +423,42 @@ pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
     for (pk, v) in versions {
         if let Some(p) = products.iter_mut().find(|p| p.product_key == pk) {
             p.versions.push(v);
+        }
+    }
+    let mut stmt = conn.prepare("SELECT product_key, block_id, draft_tsl FROM modules")?;
+    let modules = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (pk, block, m) in modules {
+        if let Some(p) = products.iter_mut().find(|p| p.product_key == pk) {
+            p.modules.insert(block, m);
+        }
+    }
+    let mut stmt =
+        conn.prepare("SELECT product_key, version, block_id, tsl FROM module_versions")?;
+    let module_versions = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (pk, version, block, tsl) in module_versions {
+        if let Some(v) = products
+            .iter_mut()
+            .find(|p| p.product_key == pk)
+            .and_then(|p| p.versions.iter_mut().find(|v| v.version == version))
+        {
+            v.modules.insert(block, tsl);
         }
     }
     let mut stmt = conn.prepare(
@@ -512,6 +569,28 @@ pub(crate) fn insert_version(
     conn.execute(
         "INSERT INTO model_versions (product_key, version, description, tsl, created_ms, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![product_key, v.version, v.description, v.tsl, v.created_ms, v.seq],
+    )?;
+    for (block, tsl) in &v.modules {
+        conn.execute(
+            "INSERT INTO module_versions (product_key, version, block_id, tsl) VALUES (?1, ?2, ?3, ?4)",
+            params![product_key, v.version, block, tsl],
+        )?;
+    }
+    Ok(())
+}
+
+/// Creates or replaces a custom module's draft.
+pub(crate) fn set_module_draft(
+    conn: &Connection,
+    product_key: &str,
+    block_id: &str,
+    name: &str,
+    tsl: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO modules (product_key, block_id, block_name, draft_tsl) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(product_key, block_id) DO UPDATE SET block_name = excluded.block_name, draft_tsl = excluded.draft_tsl",
+        params![product_key, block_id, name, tsl],
     )?;
     Ok(())
 }

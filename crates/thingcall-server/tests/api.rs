@@ -382,6 +382,25 @@ async fn state_survives_a_restart() {
     let h = Harness::start_in(dir.clone(), ServerConfig::default()).await;
     let pk = product(&h.http, "Keep_1").await;
     let (iot_id, _) = device(&h.http, &pk, "keep1").await;
+    let module =
+        r#"{"services":[{"identifier":"Ping","callType":"sync","inputData":[],"outputData":[]}]}"#;
+    ok(
+        &h.http,
+        "ImportThingModelTsl",
+        &[
+            ("ProductKey", &pk),
+            ("TslStr", module),
+            ("FunctionBlockId", "net"),
+            ("FunctionBlockName", "Network"),
+        ],
+    )
+    .await;
+    ok(
+        &h.http,
+        "PublishThingModel",
+        &[("ProductKey", &pk), ("ModelVersion", "keep.2")],
+    )
+    .await;
     h.stop().await;
     let h = Harness::start_in(dir, ServerConfig::default()).await;
     let body = ok(&h.http, "QueryDeviceDetail", &[("IotId", &iot_id)]).await;
@@ -393,5 +412,127 @@ async fn state_survives_a_restart() {
             .unwrap()
             .contains("Calibrate")
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_modules_are_addressed_as_block_service() {
+    let h = Harness::start(ServerConfig::default()).await;
+    let a = h.http.as_str();
+    let pk = product(a, "Blocks_1").await;
+    let (iot_id, secret) = device(a, &pk, "blk1").await;
+    let module = r#"{"profile":{"productKey":"ignored"},"properties":[],"events":[],"services":[
+        {"identifier":"Reboot","name":"重启","callType":"async","method":"thing.service.Reboot",
+         "inputData":[{"identifier":"Delay","name":"d","dataType":{"type":"int","specs":{"min":"0","max":"9"}}}],"outputData":[]}]}"#;
+    ok(
+        a,
+        "ImportThingModelTsl",
+        &[
+            ("ProductKey", &pk),
+            ("TslStr", module),
+            ("FunctionBlockId", "power"),
+            ("FunctionBlockName", "Power"),
+        ],
+    )
+    .await;
+    // Not published yet: the module's services do not exist.
+    let stop = simulate(&h.mqtt, &pk, "blk1", &secret).await;
+    wait_status(a, &iot_id, "ONLINE").await;
+    let (_, body) = call(
+        a,
+        "InvokeThingService",
+        &[
+            ("IotId", &iot_id),
+            ("Identifier", "power:Reboot"),
+            ("Args", "{}"),
+        ],
+    )
+    .await;
+    assert_eq!(body["Code"], "iot.device.InvokeThingServiceFailed");
+    ok(a, "PublishThingModel", &[("ProductKey", &pk)]).await;
+
+    let draft = ok(
+        a,
+        "GetThingModelTsl",
+        &[("ProductKey", &pk), ("FunctionBlockId", "power")],
+    )
+    .await;
+    let doc: serde_json::Value =
+        serde_json::from_str(draft["Data"]["TslStr"].as_str().unwrap()).unwrap();
+    assert_eq!(doc["profile"]["functionBlockId"], "power");
+    assert_eq!(doc["profile"]["productKey"], pk.as_str());
+    let published = ok(
+        a,
+        "GetThingModelTslPublished",
+        &[("ProductKey", &pk), ("FunctionBlockId", "power")],
+    )
+    .await;
+    assert!(
+        published["Data"]["TslStr"]
+            .as_str()
+            .unwrap()
+            .contains("Reboot")
+    );
+    let (_, body) = call(
+        a,
+        "GetThingModelTsl",
+        &[("ProductKey", &pk), ("FunctionBlockId", "nope")],
+    )
+    .await;
+    assert_eq!(body["Code"], "iot.common.InvalidFormattedParameter");
+
+    // The module's schema applies, and the default module is untouched.
+    let (_, body) = call(
+        a,
+        "InvokeThingService",
+        &[
+            ("IotId", &iot_id),
+            ("Identifier", "power:Reboot"),
+            ("Args", r#"{"Delay":99}"#),
+        ],
+    )
+    .await;
+    assert_eq!(body["Code"], "iot.device.InvokeThingServiceFailed");
+    assert!(body["ErrorMessage"].as_str().unwrap().contains("/Delay"));
+    let body = ok(
+        a,
+        "InvokeThingService",
+        &[
+            ("IotId", &iot_id),
+            ("Identifier", "power:Reboot"),
+            ("Args", r#"{"Delay":3}"#),
+        ],
+    )
+    .await;
+    assert!(body["Data"]["MessageId"].is_string());
+    ok(
+        a,
+        "InvokeThingService",
+        &[
+            ("IotId", &iot_id),
+            ("Identifier", "Reboot"),
+            ("Args", r#"{"Delay":3}"#),
+        ],
+    )
+    .await;
+    let records = ok(
+        a,
+        "QueryDeviceServiceData",
+        &[
+            ("IotId", &iot_id),
+            ("StartTime", "0"),
+            ("EndTime", "9999999999999"),
+            ("Identifier", "power:Reboot"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        records["Data"]["List"]["ServiceInfo"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let _ = stop.send(());
     h.stop().await;
 }
