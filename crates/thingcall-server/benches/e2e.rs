@@ -31,6 +31,10 @@ use thingcall_wire::form::encode_pairs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+/// The allocator the `thingcall` binary uses, so the numbers are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const MODEL: &str = include_str!("../demo/model.json");
 const KEY_ID: &str = "benchid";
 const KEY_SECRET: &str = "benchsecret";
