@@ -9,7 +9,6 @@ use thingcall_wire::{Action, ApiRequest, Data, Format, Response, ResponseBody, e
 use crate::catalog::{Device, ModelVersion, Product, gmt_utc};
 use crate::ids::alnum;
 use crate::state::{State, device_key, read, unresolved, write};
-use crate::store;
 
 /// The most model versions kept per product (Alibaba keeps 10).
 const KEPT_VERSIONS: usize = 10;
@@ -220,10 +219,9 @@ async fn create_product(
         versions,
         modules: Default::default(),
     };
-    let stored = product.clone();
     state
-        .store
-        .write(move |conn| store::insert_product(conn, &stored))
+        .registry
+        .insert_product(product.clone())
         .await
         .map_err(conflict(ErrorCode::AlreadyExistedProductName))?;
     let data = CreateProductData {
@@ -306,10 +304,9 @@ async fn delete_product(
 ) -> Result<String, ApiError> {
     let p = product(state, r.product_key.as_str())?;
     let now = state.now().get();
-    let pk = p.product_key.clone();
     state
-        .store
-        .write(move |conn| store::delete_product(conn, &pk, now))
+        .registry
+        .delete_product(p.product_key.clone(), now)
         .await
         .map_err(system)?;
     let removed: Vec<Device> = {
@@ -378,10 +375,9 @@ async fn register_device(
         ip_address: None,
         online: false,
     };
-    let stored = device.clone();
     state
-        .store
-        .write(move |conn| store::insert_device(conn, &stored))
+        .registry
+        .insert_device(device.clone())
         .await
         .map_err(conflict(ErrorCode::AlreadyExistedDeviceName))?;
     let data = RegisterDeviceData {
@@ -457,10 +453,9 @@ async fn delete_device(
 ) -> Result<String, ApiError> {
     let d = resolve(state, r)?;
     let now = state.now().get();
-    let stored = d.clone();
     state
-        .store
-        .write(move |conn| store::delete_device(conn, &stored, now))
+        .registry
+        .delete_device(d.clone(), now)
         .await
         .map_err(system)?;
     write(&state.catalog).remove_device(&d.iot_id);
@@ -485,10 +480,9 @@ async fn set_enabled(
         if !enabled {
             d.online = false;
         }
-        let stored = d.clone();
         state
-            .store
-            .write(move |conn| store::update_device_state(conn, &stored))
+            .registry
+            .update_device(d.clone())
             .await
             .map_err(system)?;
         if let Some(cur) = write(&state.catalog).devices.get_mut(&d.iot_id) {
@@ -565,10 +559,9 @@ async fn import_tsl(
     let (pk, stored) = (p.product_key.clone(), tsl.clone());
     match (r.function_block_id, r.function_block_name) {
         (Some(id), Some(name)) => {
-            let (block, block_name) = (id.clone(), name.clone());
             state
-                .store
-                .write(move |conn| store::set_module_draft(conn, &pk, &block, &block_name, &stored))
+                .registry
+                .set_draft(pk, Some((id.clone(), name)), stored)
                 .await
                 .map_err(system)?;
             if let Some(cur) = write(&state.catalog).products.get_mut(&p.product_key) {
@@ -577,8 +570,8 @@ async fn import_tsl(
         }
         _ => {
             state
-                .store
-                .write(move |conn| store::set_draft(conn, &pk, &stored))
+                .registry
+                .set_draft(pk, None, stored)
                 .await
                 .map_err(system)?;
             if let Some(cur) = write(&state.catalog).products.get_mut(&p.product_key) {
@@ -614,13 +607,9 @@ async fn publish_model(
         // A version freezes every module as it is now.
         modules: p.modules.clone(),
     };
-    let (pk, stored) = (p.product_key.clone(), v.clone());
     state
-        .store
-        .write(move |conn| {
-            store::insert_version(conn, &pk, &stored)?;
-            store::prune_versions(conn, &pk, KEPT_VERSIONS)
-        })
+        .registry
+        .publish(p.product_key.clone(), v.clone(), KEPT_VERSIONS)
         .await
         .map_err(system)?;
     if let Some(cur) = write(&state.catalog).products.get_mut(&p.product_key) {
@@ -763,25 +752,18 @@ async fn service_data(
         usize::try_from(r.page_size.unwrap_or(service_data::DEFAULT_PAGE_SIZE)).unwrap_or(10);
     let (from, to) = (r.start_time.min(r.end_time), r.start_time.max(r.end_time));
     let identifier = r.identifier.map(|i| i.to_string());
-    let iot_id = d.iot_id.clone();
-    let mut rows = state
-        .store
-        .read(move |conn| {
-            store::invocations(
-                conn,
-                &iot_id,
-                from,
-                to,
-                identifier.as_deref(),
-                ascending,
-                page + 1,
-            )
-        })
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "QueryDeviceServiceData failed");
-            ApiError::new(ErrorCode::QueryDeviceServiceHistoryFailed)
-        })?;
+    let query = crate::repo::RecordQuery {
+        iot_id: d.iot_id.clone(),
+        from,
+        to,
+        identifier,
+        ascending,
+        limit: page + 1,
+    };
+    let mut rows = state.records.query(query).await.map_err(|e| {
+        tracing::error!(error = %e, "QueryDeviceServiceData failed");
+        ApiError::new(ErrorCode::QueryDeviceServiceHistoryFailed)
+    })?;
     let next_valid = rows.len() > page;
     rows.truncate(page);
     let next_time = match rows.last() {

@@ -11,6 +11,7 @@ mod catalog;
 mod http;
 mod ids;
 mod metrics;
+mod repo;
 mod state;
 mod store;
 
@@ -93,8 +94,10 @@ impl Server {
     /// Opens the store in `options.data_dir` (creating and migrating it),
     /// loads the registry and sets the AccessKey up.
     pub async fn open(options: ServerOptions, clock: Arc<dyn Clock>) -> Result<Server, StoreError> {
-        let store = store::Store::open(&options.data_dir)?;
-        let snapshot = store.read(store::load).await?;
+        let store = Arc::new(store::Store::open(&options.data_dir)?);
+        let (registry, records): (Arc<dyn repo::Registry>, Arc<dyn repo::Records>) =
+            (store.clone(), store);
+        let snapshot = registry.load().await?;
         let catalog: SharedCatalog =
             Arc::new(std::sync::RwLock::new(Catalog::from_snapshot(snapshot)));
         let gateway = Gateway::new(
@@ -125,16 +128,14 @@ impl Server {
             None => None,
         };
         if let Some(k) = key {
-            let stored = k.clone();
-            store
-                .write(move |conn| store::insert_access_key(conn, &stored, now))
-                .await?;
+            registry.put_access_key(k.clone(), now).await?;
             write(&catalog).access_keys.insert(k.id.clone(), k);
         }
         let gw: Arc<dyn Transport> = Arc::new(gateway.clone());
         let state = Arc::new(State {
             config: options.config,
-            store,
+            registry,
+            records,
             catalog,
             models: ModelCache::new(),
             transport: gw,
@@ -278,7 +279,7 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = gw_task.await;
         events.abort();
-        self.state.store.close();
+        self.state.records.close();
         tracing::info!("store flushed; bye");
         Ok(())
     }

@@ -29,7 +29,8 @@ use tokio::sync::oneshot;
 use crate::catalog::{Catalog, Device, Unresolved};
 use crate::ids::MessageIds;
 use crate::metrics::Metrics;
-use crate::store::{self, Invocation, Store};
+use crate::repo::{Pending, Records, Registry};
+use crate::store::Invocation;
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -110,7 +111,8 @@ impl KeyStore for State {
 /// Everything a request handler needs.
 pub(crate) struct State {
     pub(crate) config: ServerConfig,
-    pub(crate) store: Store,
+    pub(crate) registry: Arc<dyn Registry>,
+    pub(crate) records: Arc<dyn Records>,
     pub(crate) catalog: SharedCatalog,
     pub(crate) models: ModelCache,
     pub(crate) transport: Arc<dyn Transport>,
@@ -233,10 +235,7 @@ impl State {
         };
         // The record is queued now and committed while the message travels;
         // the caller is answered only once it is committed.
-        let recorded = self
-            .store
-            .submit(move |conn| store::insert_invocation(conn, &record))
-            .map_err(system_error)?;
+        let recorded = self.records.record(record).map_err(system_error)?;
 
         let kind = match call_type {
             CallType::Sync => DeliveryKind::Rrpc {
@@ -398,11 +397,10 @@ impl State {
         message_id: MessageId,
         output: Option<String>,
         code: &str,
-    ) -> Option<store::Pending<bool>> {
-        let (id, code) = (message_id.to_string(), code.to_owned());
+    ) -> Option<Pending<bool>> {
         match self
-            .store
-            .submit(move |conn| store::complete_invocation(conn, &id, output.as_deref(), &code))
+            .records
+            .complete(message_id.to_string(), output, code.to_owned())
         {
             Ok(p) => Some(p),
             Err(e) => {
@@ -416,7 +414,7 @@ impl State {
     /// both committed.
     async fn finish(
         &self,
-        recorded: store::Pending<()>,
+        recorded: Pending<()>,
         message_id: MessageId,
         output: Option<String>,
         code: &str,
@@ -458,9 +456,7 @@ impl State {
         let code_for_late = if late { format!("{code} (late)") } else { code };
         // Queue the write and follow it on its own task: the event loop
         // must keep pace with the devices, not with the disk.
-        let pending = self.store.submit(move |conn| {
-            store::complete_invocation(conn, &id, Some(&output), &code_for_late)
-        });
+        let pending = self.records.complete(id, Some(output), code_for_late);
         let state = Arc::clone(self);
         tokio::spawn(async move {
             let outcome = match pending {
@@ -509,11 +505,7 @@ impl State {
             }
             d.clone()
         };
-        if let Err(e) = self
-            .store
-            .write(move |conn| store::update_device_state(conn, &updated))
-            .await
-        {
+        if let Err(e) = self.registry.update_device(updated).await {
             tracing::error!(device = %p.device, error = %e, "cannot record presence");
         }
     }

@@ -736,3 +736,99 @@ pub(crate) fn invocations(
     )?;
     rows.collect()
 }
+
+#[async_trait::async_trait]
+impl crate::repo::Registry for Store {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        self.read(load).await
+    }
+
+    async fn put_access_key(&self, key: AccessKey, now: i64) -> Result<(), StoreError> {
+        self.write(move |conn| insert_access_key(conn, &key, now))
+            .await
+    }
+
+    async fn insert_product(&self, product: Product) -> Result<(), StoreError> {
+        self.write(move |conn| insert_product(conn, &product)).await
+    }
+
+    async fn delete_product(&self, product_key: String, now: i64) -> Result<(), StoreError> {
+        self.write(move |conn| delete_product(conn, &product_key, now))
+            .await
+    }
+
+    async fn set_draft(
+        &self,
+        product_key: String,
+        block: Option<(String, String)>,
+        tsl: String,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| match &block {
+            Some((id, name)) => set_module_draft(conn, &product_key, id, name, &tsl),
+            None => set_draft(conn, &product_key, &tsl),
+        })
+        .await
+    }
+
+    async fn publish(
+        &self,
+        product_key: String,
+        version: ModelVersion,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            insert_version(conn, &product_key, &version)?;
+            prune_versions(conn, &product_key, keep)
+        })
+        .await
+    }
+
+    async fn insert_device(&self, device: Device) -> Result<(), StoreError> {
+        self.write(move |conn| insert_device(conn, &device)).await
+    }
+
+    async fn delete_device(&self, device: Device, now: i64) -> Result<(), StoreError> {
+        self.write(move |conn| delete_device(conn, &device, now))
+            .await
+    }
+
+    async fn update_device(&self, device: Device) -> Result<(), StoreError> {
+        self.write(move |conn| update_device_state(conn, &device))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::repo::Records for Store {
+    fn record(&self, invocation: Invocation) -> Result<Pending<()>, StoreError> {
+        self.submit(move |conn| insert_invocation(conn, &invocation))
+    }
+
+    fn complete(
+        &self,
+        message_id: String,
+        output: Option<String>,
+        code: String,
+    ) -> Result<Pending<bool>, StoreError> {
+        self.submit(move |conn| complete_invocation(conn, &message_id, output.as_deref(), &code))
+    }
+
+    async fn query(&self, q: crate::repo::RecordQuery) -> Result<Vec<Invocation>, StoreError> {
+        self.read(move |conn| {
+            invocations(
+                conn,
+                &q.iot_id,
+                q.from,
+                q.to,
+                q.identifier.as_deref(),
+                q.ascending,
+                q.limit,
+            )
+        })
+        .await
+    }
+
+    fn close(&self) {
+        Store::close(self);
+    }
+}
