@@ -228,6 +228,7 @@ impl Server {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let events = Arc::clone(&self.state).run_events(self.state.transport.subscribe());
         let events = tokio::spawn(events);
+        let sweeper = tokio::spawn(Arc::clone(&self.state).run_sweeper());
         let gateway = self.gateway.clone();
         let mut gw_stop = stop_rx.clone();
         let gw_task = tokio::spawn(async move {
@@ -279,6 +280,7 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = gw_task.await;
         events.abort();
+        sweeper.abort();
         self.state.records.close();
         tracing::info!("store flushed; bye");
         Ok(())

@@ -118,7 +118,7 @@ pub(crate) struct State {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) nonces: InMemoryNonceStore,
-    pub(crate) pending: Mutex<HashMap<MessageId, oneshot::Sender<DeviceReply>>>,
+    pub(crate) pending: Mutex<HashMap<MessageId, PendingCall>>,
     pub(crate) message_ids: MessageIds,
     pub(crate) metrics: Metrics,
     /// The gateway's counters, when the transport is the built-in gateway.
@@ -131,6 +131,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         Err(p) => p.into_inner(),
     }
 }
+
+/// A sync call waiting for its reply: `None` is sent when the injected
+/// clock passes its deadline.
+pub(crate) struct PendingCall {
+    deadline: UnixMillis,
+    tx: oneshot::Sender<Option<DeviceReply>>,
+}
+
+/// How often the pending table is checked against the clock.
+const SWEEP_EVERY: Duration = Duration::from_millis(10);
 
 /// A successful invocation.
 pub(crate) struct Invoked {
@@ -280,7 +290,10 @@ impl State {
             }
             CallType::Sync => {
                 let (tx, rx) = oneshot::channel();
-                lock(&self.pending).insert(message_id, tx);
+                let deadline = now.add_millis(
+                    i64::try_from(self.config.sync_timeout.as_millis()).unwrap_or(i64::MAX),
+                );
+                lock(&self.pending).insert(message_id, PendingCall { deadline, tx });
                 if let Err(e) = self.transport.deliver(delivery).await {
                     lock(&self.pending).remove(&message_id);
                     let (code, err) = match e {
@@ -296,10 +309,17 @@ impl State {
                     self.finish(recorded, message_id, None, code).await?;
                     return Err(err);
                 }
-                let reply = tokio::time::timeout(self.config.sync_timeout, rx).await;
+                // The sweeper answers `None` once the injected clock passes
+                // the deadline; the timer here only guards against a sweeper
+                // that is not running.
+                let guard = self.config.sync_timeout + Duration::from_secs(1);
+                let reply = match tokio::time::timeout(guard, rx).await {
+                    Ok(Ok(Some(reply))) => Ok(reply),
+                    _ => Err(()),
+                };
                 self.metrics.observe_invocation("sync", started.elapsed());
                 match reply {
-                    Ok(Ok(reply)) => {
+                    Ok(reply) => {
                         let check = service.check_reply(&reply.reply.data, self.config.reply_mode);
                         if !check.violations.is_empty() {
                             tracing::warn!(%key, %message_id, violations = ?check.violations, "reply breaks outputData");
@@ -316,7 +336,7 @@ impl State {
                             result: Some(reply.reply.data_json()),
                         })
                     }
-                    _ => {
+                    Err(()) => {
                         // A reply racing the timeout finds no pending entry
                         // and completes the record as a late reply after
                         // this TIMEOUT: the store applies writes in order.
@@ -427,6 +447,27 @@ impl State {
         Ok(())
     }
 
+    /// Times out pending sync calls whose deadline the injected clock has
+    /// passed. Runs until the task is aborted.
+    pub(crate) async fn run_sweeper(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let now = self.clock.now();
+            let expired: Vec<PendingCall> = {
+                let mut pending = lock(&self.pending);
+                let ids: Vec<MessageId> = pending
+                    .iter()
+                    .filter(|(_, c)| c.deadline <= now)
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.iter().filter_map(|id| pending.remove(id)).collect()
+            };
+            for call in expired {
+                let _ = call.tx.send(None);
+            }
+        }
+    }
+
     /// Follows the transport's events until it closes.
     pub(crate) async fn run_events(self: Arc<Self>, mut events: thingcall_transport::EventStream) {
         while let Some(event) = events.recv().await {
@@ -443,9 +484,9 @@ impl State {
             tracing::warn!(device = %reply.device, id = %reply.reply.id, "reply without a platform message id; dropped");
             return;
         };
-        if let Some(tx) = lock(&self.pending).remove(&message_id) {
+        if let Some(call) = lock(&self.pending).remove(&message_id) {
             self.metrics.count_reply("sync");
-            let _ = tx.send(reply);
+            let _ = call.tx.send(Some(reply));
             return;
         }
         // An async reply, or a sync reply after its call timed out: complete

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -534,5 +535,68 @@ async fn custom_modules_are_addressed_as_block_service() {
         1
     );
     let _ = stop.send(());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_timeouts_follow_the_injected_clock() {
+    use thingcall_core::{Clock, ManualClock};
+    let clock = Arc::new(ManualClock::new(thingcall_server::SystemClock.now()));
+    let config = ServerConfig {
+        sync_timeout: Duration::from_secs(600),
+        ..ServerConfig::default()
+    };
+    let h = Harness::start_with_clock(temp_dir("clock"), config, clock.clone()).await;
+    let a = h.http.clone();
+    let pk = product(&a, "Clock_1").await;
+    let (iot_id, secret) = device(&a, &pk, "clock1").await;
+    let key = DeviceKey::new(
+        ProductKey::new(pk.as_str()).unwrap(),
+        DeviceName::new("clock1").unwrap(),
+    );
+    let creds = client::credentials(
+        &key,
+        &secret,
+        CredentialOptions {
+            ext: true,
+            auto_subscribe: true,
+            ..Default::default()
+        },
+    );
+    let _mute = client::connect(&h.mqtt, client::connect_packet(&creds, 60, true))
+        .await
+        .unwrap();
+    wait_status(&a, &iot_id, "ONLINE").await;
+    let started = std::time::Instant::now();
+    let call_task = {
+        let (a, iot_id) = (a.clone(), iot_id.clone());
+        tokio::spawn(async move {
+            call(
+                &a,
+                "InvokeThingService",
+                &[
+                    ("IotId", &iot_id),
+                    ("Identifier", "Calibrate"),
+                    ("Args", "{}"),
+                ],
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !call_task.is_finished(),
+        "the call waits while the clock stands still"
+    );
+    clock.advance_millis(601_000);
+    let (status, body) = call_task.await.unwrap();
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (200, Some("iot.messagebroker.TIMEOUT"))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "timed out by the clock, not by waiting 600 s"
+    );
     h.stop().await;
 }

@@ -42,13 +42,20 @@ impl Harness {
     }
 
     pub async fn start_in(data_dir: PathBuf, config: ServerConfig) -> Harness {
+        Harness::start_with_clock(data_dir, config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(
+        data_dir: PathBuf,
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Harness {
         let options = ServerOptions {
             config,
             gateway: Default::default(),
             data_dir: data_dir.clone(),
             access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         };
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let server = Server::open(options, clock).await.unwrap();
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
