@@ -24,6 +24,10 @@ use crate::metrics::GatewayMetrics;
 use crate::registry::DeviceLookup;
 use crate::{Filters, Inner, Outgoing, SessionHandle, StoredSession, acl, lock};
 
+/// The kick reason a session gets when a new login of the same device
+/// replaces it; the replaced session reports no offline event.
+const REPLACED_BY_NEW_LOGIN: &str = "kicked by a new login";
+
 /// Why a connection ended, for logs and presence events.
 enum End {
     Closed(&'static str),
@@ -262,7 +266,7 @@ async fn session(
     let previous = lock(&inner.sessions).insert(device.clone(), handle);
     if let Some(prev) = previous {
         GatewayMetrics::inc(&inner.metrics.sessions_kicked);
-        let _ = prev.kick.send(Some("kicked by a new login".to_owned()));
+        let _ = prev.kick.send(Some(REPLACED_BY_NEW_LOGIN.to_owned()));
     }
 
     if conn
@@ -349,15 +353,17 @@ async fn session(
         }
     };
 
-    let (reason, kicked) = match &end {
-        End::Closed(r) => ((*r).to_owned(), false),
-        End::Kicked(r) => (r.clone(), true),
-        End::Error(e) => (format!("error: {e}"), false),
+    // A session replaced by a new login of the same device reports no
+    // offline event: the device is still online through the new session.
+    let replaced = matches!(&end, End::Kicked(r) if r == REPLACED_BY_NEW_LOGIN);
+    let reason = match end {
+        End::Closed(r) => r.to_owned(),
+        End::Kicked(r) => r,
+        End::Error(e) => format!("error: {e}"),
     };
     let _ = conn.wr.shutdown().await;
     let mut unacked: Vec<Outgoing> = inflight.by_pkid.into_values().collect();
     unacked.extend(backlog);
-    let replaced = kicked && reason == "kicked by a new login";
     cleanup(
         &inner,
         &device,
@@ -374,7 +380,7 @@ async fn session(
 
 /// Removes the session (unless a newer login replaced it), keeps a
 /// persistent session's state, and reports the device offline.
-#[allow(clippy::too_many_arguments)] // one call site; the pieces are the session's state
+#[allow(clippy::too_many_arguments)] // the pieces are the session's own state
 async fn cleanup(
     inner: &Inner,
     device: &DeviceKey,
