@@ -7,6 +7,7 @@
 //! could lose. Reads use a separate connection (WAL lets them run beside
 //! the writer).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -366,47 +367,49 @@ pub(crate) struct Snapshot {
     pub(crate) tombstones: Vec<(String, String)>,
 }
 
+/// Runs a query without parameters and maps every row.
+fn all<T>(
+    conn: &Connection,
+    sql: &str,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    conn.prepare(sql)?.query_map([], row)?.collect()
+}
+
 pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
-    let mut stmt = conn.prepare("SELECT id, secret, enabled FROM access_keys")?;
-    let access_keys = stmt
-        .query_map([], |r| {
-            Ok(AccessKey {
-                id: r.get(0)?,
-                secret: r.get::<_, String>(1)?.into(),
-                enabled: r.get(2)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut stmt = conn.prepare(
-        "SELECT product_key, product_name, product_secret, description, node_type, data_format, commodity_code,
-                auth_type, protocol_type, net_type, category_key, validate_type, created_ms, draft_tsl FROM products",
-    )?;
-    let mut products = stmt
-        .query_map([], |r| {
-            Ok(Product {
-                product_key: r.get(0)?,
-                product_name: r.get(1)?,
-                product_secret: r.get::<_, String>(2)?.into(),
-                description: r.get(3)?,
-                node_type: r.get(4)?,
-                data_format: r.get(5)?,
-                commodity_code: r.get(6)?,
-                auth_type: r.get(7)?,
-                protocol_type: r.get(8)?,
-                net_type: r.get(9)?,
-                category_key: r.get(10)?,
-                validate_type: r.get(11)?,
-                created_ms: r.get(12)?,
-                draft_tsl: r.get(13)?,
-                versions: Vec::new(),
-                modules: Default::default(),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut stmt =
-        conn.prepare("SELECT product_key, version, description, tsl, created_ms, seq FROM model_versions ORDER BY seq")?;
-    let versions = stmt
-        .query_map([], |r| {
+    let access_keys = all(conn, "SELECT id, secret, enabled FROM access_keys", |r| {
+        Ok(AccessKey {
+            id: r.get(0)?,
+            secret: r.get::<_, String>(1)?.into(),
+            enabled: r.get(2)?,
+        })
+    })?;
+    let sql = "SELECT product_key, product_name, product_secret, description, node_type, data_format, commodity_code,
+                auth_type, protocol_type, net_type, category_key, validate_type, created_ms, draft_tsl FROM products";
+    let mut products = all(conn, sql, |r| {
+        Ok(Product {
+            product_key: r.get(0)?,
+            product_name: r.get(1)?,
+            product_secret: r.get::<_, String>(2)?.into(),
+            description: r.get(3)?,
+            node_type: r.get(4)?,
+            data_format: r.get(5)?,
+            commodity_code: r.get(6)?,
+            auth_type: r.get(7)?,
+            protocol_type: r.get(8)?,
+            net_type: r.get(9)?,
+            category_key: r.get(10)?,
+            validate_type: r.get(11)?,
+            created_ms: r.get(12)?,
+            draft_tsl: r.get(13)?,
+            versions: Vec::new(),
+            modules: Default::default(),
+        })
+    })?;
+    let versions = all(
+        conn,
+        "SELECT product_key, version, description, tsl, created_ms, seq FROM model_versions ORDER BY seq",
+        |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 ModelVersion {
@@ -418,75 +421,81 @@ pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
                     modules: Default::default(),
                 },
             ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        },
+    )?;
+    // Rows are attached to their product through an index, so start-up
+    // stays linear in the number of products.
+    let by_key: HashMap<String, usize> = products
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.product_key.clone(), i))
+        .collect();
     for (pk, v) in versions {
-        if let Some(p) = products.iter_mut().find(|p| p.product_key == pk) {
-            p.versions.push(v);
+        if let Some(&i) = by_key.get(&pk) {
+            products[i].versions.push(v);
         }
     }
-    let mut stmt = conn.prepare("SELECT product_key, block_id, draft_tsl FROM modules")?;
-    let modules = stmt
-        .query_map([], |r| {
+    let modules = all(
+        conn,
+        "SELECT product_key, block_id, draft_tsl FROM modules",
+        |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
             ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        },
+    )?;
     for (pk, block, m) in modules {
-        if let Some(p) = products.iter_mut().find(|p| p.product_key == pk) {
-            p.modules.insert(block, m);
+        if let Some(&i) = by_key.get(&pk) {
+            products[i].modules.insert(block, m);
         }
     }
-    let mut stmt =
-        conn.prepare("SELECT product_key, version, block_id, tsl FROM module_versions")?;
-    let module_versions = stmt
-        .query_map([], |r| {
+    let module_versions = all(
+        conn,
+        "SELECT product_key, version, block_id, tsl FROM module_versions",
+        |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
             ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        },
+    )?;
     for (pk, version, block, tsl) in module_versions {
-        if let Some(v) = products
-            .iter_mut()
-            .find(|p| p.product_key == pk)
-            .and_then(|p| p.versions.iter_mut().find(|v| v.version == version))
-        {
+        if let Some(v) = by_key.get(&pk).and_then(|&i| {
+            products[i]
+                .versions
+                .iter_mut()
+                .find(|v| v.version == version)
+        }) {
             v.modules.insert(block, tsl);
         }
     }
-    let mut stmt = conn.prepare(
-        "SELECT iot_id, product_key, device_name, device_secret, nickname, enabled, created_ms, activated_ms,
-                online_ms, status_ms, ip_address FROM devices",
+    let sql = "SELECT iot_id, product_key, device_name, device_secret, nickname, enabled, created_ms, activated_ms,
+                online_ms, status_ms, ip_address FROM devices";
+    let devices = all(conn, sql, |r| {
+        Ok(Device {
+            iot_id: r.get(0)?,
+            product_key: r.get(1)?,
+            device_name: r.get(2)?,
+            device_secret: r.get::<_, String>(3)?.into(),
+            nickname: r.get(4)?,
+            enabled: r.get(5)?,
+            created_ms: r.get(6)?,
+            activated_ms: r.get(7)?,
+            online_ms: r.get(8)?,
+            status_ms: r.get(9)?,
+            ip_address: r.get(10)?,
+            online: false,
+        })
+    })?;
+    let tombstones = all(
+        conn,
+        "SELECT product_key, device_name FROM tombstones",
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let devices = stmt
-        .query_map([], |r| {
-            Ok(Device {
-                iot_id: r.get(0)?,
-                product_key: r.get(1)?,
-                device_name: r.get(2)?,
-                device_secret: r.get::<_, String>(3)?.into(),
-                nickname: r.get(4)?,
-                enabled: r.get(5)?,
-                created_ms: r.get(6)?,
-                activated_ms: r.get(7)?,
-                online_ms: r.get(8)?,
-                status_ms: r.get(9)?,
-                ip_address: r.get(10)?,
-                online: false,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut stmt = conn.prepare("SELECT product_key, device_name FROM tombstones")?;
-    let tombstones = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Snapshot {
         access_keys,
         products,

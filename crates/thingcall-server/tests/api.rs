@@ -413,6 +413,23 @@ async fn state_survives_a_restart() {
             .unwrap()
             .contains("Calibrate")
     );
+    // The custom module comes back too: its draft and its published version.
+    let net = [("ProductKey", pk.as_str()), ("FunctionBlockId", "net")];
+    let versioned = [
+        ("ProductKey", pk.as_str()),
+        ("FunctionBlockId", "net"),
+        ("ModelVersion", "keep.2"),
+    ];
+    for (action, params) in [
+        ("GetThingModelTsl", &net[..]),
+        ("GetThingModelTslPublished", &versioned[..]),
+    ] {
+        let body = ok(&h.http, action, params).await;
+        assert!(
+            body["Data"]["TslStr"].as_str().unwrap().contains("Ping"),
+            "{action}: {body}"
+        );
+    }
     h.stop().await;
 }
 
