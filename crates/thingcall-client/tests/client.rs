@@ -73,16 +73,13 @@ fn run_device(mqtt: &str, pk: &str, dn: &str, secret: &str) -> tokio::sync::ones
         thingcall_tsl::CompiledModel::compile(thingcall_tsl::check_str(MODEL).unwrap()).unwrap(),
     );
     let cfg = SimulatorConfig {
-        server: mqtt.to_owned(),
-        device: DeviceKey::new(ProductKey::new(pk).unwrap(), DeviceName::new(dn).unwrap()),
-        device_secret: Secret::new(secret),
-        model,
-        latency: Duration::ZERO,
-        fail_rate: 0.0,
-        ext: true,
-        auto_subscribe: true,
-        keep_alive: 60,
         seed: 9,
+        ..SimulatorConfig::new(
+            mqtt,
+            DeviceKey::new(ProductKey::new(pk).unwrap(), DeviceName::new(dn).unwrap()),
+            Secret::new(secret),
+            model,
+        )
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

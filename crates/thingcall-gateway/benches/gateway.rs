@@ -157,16 +157,13 @@ fn rate_benchmark(seconds: u64) {
         let model = model();
         for i in 0..devices {
             let cfg = SimulatorConfig {
-                server: addr.clone(),
-                device: device(i),
-                device_secret: Secret::new(SECRET),
-                model: Arc::clone(&model),
-                latency: Duration::ZERO,
-                fail_rate: 0.0,
-                ext: true,
-                auto_subscribe: true,
-                keep_alive: 60,
                 seed: i as u64,
+                ..SimulatorConfig::new(
+                    addr.clone(),
+                    device(i),
+                    Secret::new(SECRET),
+                    Arc::clone(&model),
+                )
             };
             let calls = calls.clone();
             tokio::spawn(async move { simulator::run(cfg, calls, std::future::pending()).await });

@@ -47,6 +47,31 @@ pub struct SimulatorConfig {
     pub seed: u64,
 }
 
+impl SimulatorConfig {
+    /// A device that answers at once and never fails, asks for
+    /// `/ext/rrpc/` RRPC, relies on `_ss=1`, keeps alive every 60 s and
+    /// uses seed 0. Override fields with struct-update syntax.
+    pub fn new(
+        server: impl Into<String>,
+        device: DeviceKey,
+        device_secret: Secret,
+        model: Arc<CompiledModel>,
+    ) -> SimulatorConfig {
+        SimulatorConfig {
+            server: server.into(),
+            device,
+            device_secret,
+            model,
+            latency: Duration::ZERO,
+            fail_rate: 0.0,
+            ext: true,
+            auto_subscribe: true,
+            keep_alive: 60,
+            seed: 0,
+        }
+    }
+}
+
 /// One answered call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallRecord {

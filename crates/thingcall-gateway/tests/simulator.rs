@@ -53,16 +53,12 @@ async fn gateway() -> (Gateway, String) {
 
 fn sim(addr: &str, name: &str, ext: bool, auto_subscribe: bool, fail_rate: f64) -> SimulatorConfig {
     SimulatorConfig {
-        server: addr.to_owned(),
-        device: dev(name),
-        device_secret: Secret::new("secret"),
-        model: model(),
         latency: Duration::from_millis(5),
         fail_rate,
         ext,
         auto_subscribe,
-        keep_alive: 60,
         seed: 7,
+        ..SimulatorConfig::new(addr, dev(name), Secret::new("secret"), model())
     }
 }
 

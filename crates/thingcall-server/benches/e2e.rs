@@ -45,16 +45,8 @@ fn model() -> Arc<CompiledModel> {
 
 fn sim(server: &str, device: DeviceKey, secret: &str) -> SimulatorConfig {
     SimulatorConfig {
-        server: server.to_owned(),
-        device,
-        device_secret: Secret::new(secret),
-        model: model(),
-        latency: Duration::ZERO,
-        fail_rate: 0.0,
-        ext: true,
-        auto_subscribe: true,
-        keep_alive: 60,
         seed: 1,
+        ..SimulatorConfig::new(server, device, Secret::new(secret), model())
     }
 }
 

@@ -191,16 +191,14 @@ impl Server {
             return;
         };
         let cfg = SimulatorConfig {
-            server: mqtt.to_string(),
-            device: DeviceKey::new(pk, dn),
-            device_secret: demo.device_secret.clone(),
-            model,
             latency: Duration::from_millis(2),
-            fail_rate: 0.0,
-            ext: true,
-            auto_subscribe: true,
-            keep_alive: 60,
             seed: 1,
+            ..SimulatorConfig::new(
+                mqtt.to_string(),
+                DeviceKey::new(pk, dn),
+                demo.device_secret.clone(),
+                model,
+            )
         };
         let (tx, mut calls) = tokio::sync::mpsc::unbounded_channel::<simulator::CallRecord>();
         tokio::spawn(async move {

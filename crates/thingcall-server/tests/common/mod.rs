@@ -229,16 +229,13 @@ pub async fn simulate(
     secret: &str,
 ) -> tokio::sync::oneshot::Sender<()> {
     let cfg = SimulatorConfig {
-        server: mqtt.to_owned(),
-        device: DeviceKey::new(ProductKey::new(pk).unwrap(), DeviceName::new(dn).unwrap()),
-        device_secret: Secret::new(secret),
-        model: model(),
-        latency: Duration::ZERO,
-        fail_rate: 0.0,
-        ext: true,
-        auto_subscribe: true,
-        keep_alive: 60,
         seed: 3,
+        ..SimulatorConfig::new(
+            mqtt,
+            DeviceKey::new(ProductKey::new(pk).unwrap(), DeviceName::new(dn).unwrap()),
+            Secret::new(secret),
+            model(),
+        )
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();

@@ -82,16 +82,17 @@ pub(crate) fn run(a: SimulateArgs) -> Outcome {
         println!("simulating {} device(s) against {}", devices.len(), a.mqtt);
         for (device, secret) in devices {
             let cfg = SimulatorConfig {
-                server: a.mqtt.clone(),
-                device,
-                device_secret: Secret::new(secret),
-                model: Arc::clone(&model),
                 latency: Duration::from_millis(a.latency),
                 fail_rate: a.fail_rate,
                 ext: a.ext,
                 auto_subscribe: a.ss,
-                keep_alive: 60,
                 seed: a.seed,
+                ..SimulatorConfig::new(
+                    a.mqtt.clone(),
+                    device,
+                    Secret::new(secret),
+                    Arc::clone(&model),
+                )
             };
             tasks.push(tokio::spawn(device_loop(
                 cfg,
