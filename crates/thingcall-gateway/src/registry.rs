@@ -78,10 +78,7 @@ impl MapRegistry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceKey, DeviceLookup>> {
-        match self.devices.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::lock(&self.devices)
     }
 }
 

@@ -48,10 +48,7 @@ impl MessageIds {
         let base = u64::try_from(now.get())
             .unwrap_or(0)
             .saturating_mul(1_000_000);
-        let mut last = match self.last.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut last = crate::lock(&self.last);
         *last = (*last + 1).max(base);
         MessageId::from_u64(*last)
     }

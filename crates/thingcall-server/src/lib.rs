@@ -40,6 +40,16 @@ use crate::ids::MessageIds;
 use crate::metrics::Metrics;
 use crate::state::{CatalogRegistry, SharedCatalog, State, read, write};
 
+/// Locks a mutex, taking the data back if a panicking thread poisoned it:
+/// every critical section in this crate leaves its data consistent, so one
+/// failed request must not stop the server.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 /// How to open a server.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use thingcall_gateway::GatewayMetrics;
 
+use crate::lock;
+
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -25,13 +27,6 @@ pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(String, String), u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     replies: Mutex<BTreeMap<&'static str, u64>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 impl Metrics {

@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 
 use crate::catalog::{Catalog, Device, Unresolved};
 use crate::ids::MessageIds;
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::repo::{Pending, Records, Registry};
 use crate::store::Invocation;
@@ -123,13 +124,6 @@ pub(crate) struct State {
     pub(crate) metrics: Metrics,
     /// The gateway's counters, when the transport is the built-in gateway.
     pub(crate) gateway_metrics: Option<Arc<thingcall_gateway::Gateway>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 /// A sync call waiting for its reply: `None` is sent when the injected

@@ -16,6 +16,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use crate::catalog::{AccessKey, Device, ModelVersion, Product};
+use crate::lock;
 
 /// The versioned schema. Entry `n` upgrades `user_version` `n` to `n + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -347,13 +348,6 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

@@ -292,27 +292,29 @@ impl EventHub {
     /// A new subscriber.
     pub fn subscribe(&self) -> EventStream {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-        self.lock().push(tx);
+        lock(&self.subscribers).push(tx);
         rx
     }
 
     /// Sends an event to every subscriber.
     pub async fn publish(&self, event: TransportEvent) {
-        let senders: Vec<mpsc::Sender<TransportEvent>> = self.lock().clone();
+        let senders: Vec<mpsc::Sender<TransportEvent>> = lock(&self.subscribers).clone();
         let mut closed = false;
         for tx in &senders {
             closed |= tx.send(event.clone()).await.is_err();
         }
         if closed {
-            self.lock().retain(|tx| !tx.is_closed());
+            lock(&self.subscribers).retain(|tx| !tx.is_closed());
         }
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::Sender<TransportEvent>>> {
-        match self.subscribers.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+/// Locks a mutex, taking the data back if a panicking thread poisoned it:
+/// each critical section here leaves its data consistent.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

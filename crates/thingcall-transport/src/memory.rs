@@ -8,7 +8,7 @@ use thingcall_core::{AlinkReply, MessageId, UnixMillis};
 
 use crate::{
     Delivered, Delivery, DeliveryOutcome, DeviceKey, DeviceReply, EventHub, EventStream,
-    PresenceEvent, ReplyVia, Transport, TransportError, TransportEvent, delivery_topic,
+    PresenceEvent, ReplyVia, Transport, TransportError, TransportEvent, delivery_topic, lock,
 };
 
 /// A transport without a network: devices are flags, deliveries are
@@ -64,13 +64,6 @@ impl MemoryTransport {
     /// Emits a presence event.
     pub async fn inject_presence(&self, event: PresenceEvent) {
         self.hub.publish(TransportEvent::Presence(event)).await;
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
