@@ -6,6 +6,7 @@
 //! their call timed out, and replies to async calls, complete the record
 //! instead of being dropped.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -172,25 +173,26 @@ impl State {
         product_key: &str,
         block: Option<&str>,
     ) -> Result<Option<Arc<CompiledModel>>, ApiError> {
-        let (version, tsl) = {
-            let c = read(&self.catalog);
-            let Some(p) = c.products.get(product_key) else {
-                return Err(ApiError::new(ErrorCode::NotExistedProduct));
-            };
-            let Some(v) = p.published() else {
-                return Ok(None);
-            };
-            match block {
-                None => (v.version.clone(), v.tsl.clone()),
-                Some(b) => match v.modules.get(b) {
-                    Some(tsl) => (format!("{}#{b}", v.version), tsl.clone()),
-                    None => return Ok(None),
-                },
-            }
+        // The catalog stays read-locked while the cache is consulted, so a
+        // hit borrows the model text instead of copying it; only a miss (the
+        // first call of a version) compiles, still under the read lock.
+        let c = read(&self.catalog);
+        let Some(p) = c.products.get(product_key) else {
+            return Err(ApiError::new(ErrorCode::NotExistedProduct));
+        };
+        let Some(v) = p.published() else {
+            return Ok(None);
+        };
+        let (version, tsl) = match block {
+            None => (Cow::Borrowed(v.version.as_str()), v.tsl.as_str()),
+            Some(b) => match v.modules.get(b) {
+                Some(tsl) => (Cow::Owned(format!("{}#{b}", v.version)), tsl.as_str()),
+                None => return Ok(None),
+            },
         };
         self.models
             .get_or_compile(product_key, &version, || {
-                check_str(&tsl)
+                check_str(tsl)
                     .map_err(|p| thingcall_tsl::CompileError(format!("{} problems", p.len())))
             })
             .map(Some)
