@@ -31,9 +31,28 @@ pub(crate) fn alnum(len: usize) -> String {
     out
 }
 
-/// A fresh request id.
+/// A fresh request id: a random per-process prefix and a counter passed
+/// through a bijective mixer, so ids are unique within the process, differ
+/// across restarts, and cost no system call each.
 pub(crate) fn request_id() -> RequestId {
-    RequestId::from_bytes(random_bytes::<16>())
+    static KEY: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let key = KEY.get_or_init(random_bytes::<16>);
+    let (head, tail) = key.split_at(8);
+    let mut salt = [0u8; 8];
+    salt.copy_from_slice(tail);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) ^ u64::from_le_bytes(salt);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&mix(n).to_le_bytes());
+    bytes[8..].copy_from_slice(head);
+    RequestId::from_bytes(bytes)
+}
+
+/// The splitmix64 finaliser: a bijection on `u64` that scatters counters.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Message ids: decimal, increasing, unique across restarts (they start
@@ -70,5 +89,14 @@ mod tests {
         let c = ids.next(UnixMillis::new(1_600_000_000_000));
         assert!(a < b && b < c, "monotonic even when the clock steps back");
         assert_eq!(a.to_string(), "1700000000000000000");
+    }
+
+    #[test]
+    fn request_ids_do_not_repeat() {
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| request_id().to_string()).collect();
+        assert_eq!(ids.len(), 10_000);
+        let one = request_id().to_string();
+        assert_eq!(one.len(), 36, "{one}");
     }
 }

@@ -127,11 +127,19 @@ pub(crate) struct State {
     pub(crate) gateway_metrics: Option<Arc<thingcall_gateway::Gateway>>,
 }
 
-/// A sync call waiting for its reply: `None` is sent when the injected
-/// clock passes its deadline.
+/// A sync call waiting for its reply. It carries its record, which is
+/// written once, complete, by whoever settles the call.
 pub(crate) struct PendingCall {
     deadline: UnixMillis,
-    tx: oneshot::Sender<Option<DeviceReply>>,
+    record: Invocation,
+    tx: oneshot::Sender<Settled>,
+}
+
+/// How a sync call ended: the reply (`None` when the injected clock passed
+/// its deadline first), and the write of its complete record.
+pub(crate) struct Settled {
+    reply: Option<DeviceReply>,
+    recorded: Result<Pending<()>, crate::repo::StoreError>,
 }
 
 /// How often the pending table is checked against the clock.
@@ -239,10 +247,6 @@ impl State {
             output: None,
             code: "pending".to_owned(),
         };
-        // The record is queued now and committed while the message travels;
-        // the caller is answered only once it is committed.
-        let recorded = self.records.record(record).map_err(system_error)?;
-
         let kind = match call_type {
             CallType::Sync => DeliveryKind::Rrpc {
                 identifier: identifier.clone(),
@@ -262,6 +266,10 @@ impl State {
         let started = Instant::now();
         match call_type {
             CallType::Async => {
+                // The caller is answered with the message id, so the record
+                // must exist first: it is queued now, committed while the
+                // message travels, and the reply later completes it.
+                let recorded = self.records.record(record).map_err(system_error)?;
                 let outcome = self.transport.deliver(delivery).await;
                 let code = match &outcome {
                     Ok(_) => None,
@@ -285,13 +293,20 @@ impl State {
                 })
             }
             CallType::Sync => {
+                // A sync call is written once, when it is settled (reply,
+                // timeout or delivery failure), and answered after that
+                // write commits. Until then only the caller knows of it.
                 let (tx, rx) = oneshot::channel();
                 let deadline = now.add_millis(
                     i64::try_from(self.config.sync_timeout.as_millis()).unwrap_or(i64::MAX),
                 );
-                lock(&self.pending).insert(message_id, PendingCall { deadline, tx });
+                let call = PendingCall {
+                    deadline,
+                    record,
+                    tx,
+                };
+                lock(&self.pending).insert(message_id, call);
                 if let Err(e) = self.transport.deliver(delivery).await {
-                    lock(&self.pending).remove(&message_id);
                     let (code, err) = match e {
                         TransportError::Offline => ("OFFLINE", ApiError::new(ErrorCode::Offline)),
                         TransportError::QueueFull => {
@@ -302,47 +317,91 @@ impl State {
                             ApiError::with_detail(ErrorCode::RrpcFailed, other),
                         ),
                     };
-                    self.finish(recorded, message_id, None, code).await?;
+                    let settled = self.settle_here(message_id, code, rx).await;
+                    settled
+                        .recorded
+                        .map_err(system_error)?
+                        .wait()
+                        .await
+                        .map_err(system_error)?;
                     return Err(err);
                 }
-                // The sweeper answers `None` once the injected clock passes
+                // The sweeper settles the call once the injected clock passes
                 // the deadline; the timer here only guards against a sweeper
                 // that is not running.
                 let guard = self.config.sync_timeout + Duration::from_secs(1);
-                let reply = match tokio::time::timeout(guard, rx).await {
-                    Ok(Ok(Some(reply))) => Ok(reply),
-                    _ => Err(()),
+                let mut rx = rx;
+                let settled = match tokio::time::timeout(guard, &mut rx).await {
+                    Ok(Ok(settled)) => settled,
+                    _ => self.settle_here(message_id, "TIMEOUT", rx).await,
                 };
                 self.metrics.observe_invocation("sync", started.elapsed());
-                match reply {
-                    Ok(reply) => {
-                        let check = service.check_reply(&reply.reply.data, self.config.reply_mode);
-                        if !check.violations.is_empty() {
-                            tracing::warn!(%key, %message_id, violations = ?check.violations, "reply breaks outputData");
-                        }
-                        let output = String::from_utf8(reply.reply.to_vec()).unwrap_or_default();
-                        let code = reply.reply.code.to_string();
-                        self.finish(recorded, message_id, Some(output), &code)
-                            .await?;
-                        if !check.accepted {
-                            return Err(violations_to_api_error(&check.violations));
-                        }
-                        Ok(Invoked {
-                            message_id,
-                            result: Some(reply.reply.data_json()),
-                        })
-                    }
-                    Err(()) => {
-                        // A reply racing the timeout finds no pending entry
-                        // and completes the record as a late reply after
-                        // this TIMEOUT: the store applies writes in order.
-                        lock(&self.pending).remove(&message_id);
-                        self.finish(recorded, message_id, None, "TIMEOUT").await?;
-                        Err(ApiError::new(ErrorCode::Timeout))
-                    }
+                settled
+                    .recorded
+                    .map_err(system_error)?
+                    .wait()
+                    .await
+                    .map_err(system_error)?;
+                let Some(reply) = settled.reply else {
+                    return Err(ApiError::new(ErrorCode::Timeout));
+                };
+                let check = service.check_reply(&reply.reply.data, self.config.reply_mode);
+                if !check.violations.is_empty() {
+                    tracing::warn!(%key, %message_id, violations = ?check.violations, "reply breaks outputData");
                 }
+                if !check.accepted {
+                    return Err(violations_to_api_error(&check.violations));
+                }
+                Ok(Invoked {
+                    message_id,
+                    result: Some(reply.reply.data_json()),
+                })
             }
         }
+    }
+
+    /// Settles a pending sync call from its own task with `code` and no
+    /// reply; when another party (a reply, the sweeper) settled it first,
+    /// that outcome is awaited instead.
+    async fn settle_here(
+        &self,
+        message_id: MessageId,
+        code: &str,
+        rx: oneshot::Receiver<Settled>,
+    ) -> Settled {
+        let removed = lock(&self.pending).remove(&message_id).map(|mut call| {
+            call.record.code = code.to_owned();
+            self.records.record(call.record)
+        });
+        if let Some(recorded) = removed {
+            return Settled {
+                reply: None,
+                recorded,
+            };
+        }
+        rx.await.unwrap_or_else(|_| Settled {
+            reply: None,
+            recorded: Err(crate::repo::StoreError(
+                "a settled call lost its outcome".into(),
+            )),
+        })
+    }
+
+    /// Writes a removed call's complete record and hands the outcome to its
+    /// waiting task. Called with the pending table locked, so the record is
+    /// queued before any later reply to the same id can queue its update.
+    fn settle(&self, mut call: PendingCall, reply: Option<DeviceReply>) {
+        match &reply {
+            Some(r) => {
+                call.record.output = Some(String::from_utf8(r.reply.to_vec()).unwrap_or_default());
+                call.record.code = r.reply.code.to_string();
+            }
+            None => call.record.code = "TIMEOUT".to_owned(),
+        }
+        let recorded = self.records.record(call.record);
+        // A caller that went away (its connection closed) still has its
+        // call recorded; only the hand-off is lost.
+        let _ = call.tx.send(Settled { reply, recorded });
     }
 
     /// Delivers an async call to several devices of one product
@@ -449,17 +508,16 @@ impl State {
         loop {
             tokio::time::sleep(SWEEP_EVERY).await;
             let now = self.clock.now();
-            let expired: Vec<PendingCall> = {
-                let mut pending = lock(&self.pending);
-                let ids: Vec<MessageId> = pending
-                    .iter()
-                    .filter(|(_, c)| c.deadline <= now)
-                    .map(|(id, _)| *id)
-                    .collect();
-                ids.iter().filter_map(|id| pending.remove(id)).collect()
-            };
-            for call in expired {
-                let _ = call.tx.send(None);
+            let mut pending = lock(&self.pending);
+            let ids: Vec<MessageId> = pending
+                .iter()
+                .filter(|(_, c)| c.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                if let Some(call) = pending.remove(&id) {
+                    self.settle(call, None);
+                }
             }
         }
     }
@@ -480,20 +538,25 @@ impl State {
             tracing::warn!(device = %reply.device, id = %reply.reply.id, "reply without a platform message id; dropped");
             return;
         };
-        if let Some(call) = lock(&self.pending).remove(&message_id) {
+        let mut table = lock(&self.pending);
+        if let Some(call) = table.remove(&message_id) {
+            self.settle(call, Some(reply));
+            drop(table);
             self.metrics.count_reply("sync");
-            let _ = call.tx.send(Some(reply));
             return;
         }
         // An async reply, or a sync reply after its call timed out: complete
-        // the record so nothing the device said is lost.
+        // the record so nothing the device said is lost. The update is
+        // queued under the table's lock, so it follows a timed-out call's
+        // record.
         let late = matches!(reply.via, ReplyVia::Rrpc);
         let output = String::from_utf8(reply.reply.to_vec()).unwrap_or_default();
         let (id, code) = (message_id.to_string(), reply.reply.code.to_string());
         let code_for_late = if late { format!("{code} (late)") } else { code };
-        // Queue the write and follow it on its own task: the event loop
-        // must keep pace with the devices, not with the disk.
         let pending = self.records.complete(id, Some(output), code_for_late);
+        drop(table);
+        // The write is followed on its own task: the event loop must keep
+        // pace with the devices, not with the disk.
         let state = Arc::clone(self);
         tokio::spawn(async move {
             let outcome = match pending {
