@@ -56,13 +56,21 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// Message ids: decimal, increasing, unique across restarts (they start
-/// from the wall clock in microsecond-like units).
+/// from the wall clock in microsecond-like units, and above the highest id
+/// already recorded, so a clock set back cannot repeat one).
 #[derive(Debug, Default)]
 pub(crate) struct MessageIds {
     last: Mutex<u64>,
 }
 
 impl MessageIds {
+    /// Ids that start above `last` (the highest one recorded).
+    pub(crate) fn after(last: Option<u64>) -> MessageIds {
+        MessageIds {
+            last: Mutex::new(last.unwrap_or(0)),
+        }
+    }
+
     pub(crate) fn next(&self, now: UnixMillis) -> MessageId {
         let base = u64::try_from(now.get())
             .unwrap_or(0)
@@ -89,6 +97,11 @@ mod tests {
         let c = ids.next(UnixMillis::new(1_600_000_000_000));
         assert!(a < b && b < c, "monotonic even when the clock steps back");
         assert_eq!(a.to_string(), "1700000000000000000");
+        let restarted = MessageIds::after(Some(c.get()));
+        assert!(
+            restarted.next(UnixMillis::new(1_500_000_000_000)) > c,
+            "a restart with the clock set back continues above the last id"
+        );
     }
 
     #[test]

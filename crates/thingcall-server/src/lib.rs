@@ -10,6 +10,7 @@ mod actions;
 mod catalog;
 mod http;
 mod ids;
+mod journal;
 mod metrics;
 mod repo;
 mod state;
@@ -108,6 +109,7 @@ impl Server {
         let (registry, records): (Arc<dyn repo::Registry>, Arc<dyn repo::Records>) =
             (store.clone(), store);
         let snapshot = registry.load().await?;
+        let message_ids = MessageIds::after(snapshot.last_message_id);
         let catalog: SharedCatalog =
             Arc::new(std::sync::RwLock::new(Catalog::from_snapshot(snapshot)));
         let gateway = Gateway::new(
@@ -152,7 +154,7 @@ impl Server {
             clock,
             nonces: InMemoryNonceStore::new(),
             pending: Mutex::new(HashMap::new()),
-            message_ids: MessageIds::default(),
+            message_ids,
             metrics: Metrics::default(),
             gateway_metrics: Some(Arc::new(gateway.clone())),
         });

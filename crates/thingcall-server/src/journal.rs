@@ -1,0 +1,438 @@
+//! The invocation journal.
+//!
+//! An invocation record is durable once it is appended to a segment file:
+//! one `write` of a few hundred bytes, no B-tree and no transaction on the
+//! request path. The store's writer thread copies the journal into SQLite
+//! in large transactions and deletes the segments it has copied; at start-up
+//! the segments left by a crash are replayed. Replay is idempotent: an
+//! insert that finds its row already there is skipped, and outcomes are
+//! re-applied in their original order, so replaying a segment that was
+//! partly or wholly copied before the crash ends in the same rows.
+//!
+//! A frame is the payload's length (`u32`, little-endian), its CRC-32
+//! (`u32`, little-endian) and the payload, one JSON object. Reading stops at
+//! the first frame that is cut short or fails its checksum: that is where a
+//! crash interrupted the last write, and nothing after it was acknowledged.
+//! Segments are `journal-<seq>.log` (`seq` in 20 digits) in the data
+//! directory.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::lock;
+use crate::store::Invocation;
+
+/// A segment is closed and a new one started past this size.
+const SEGMENT_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// Frames larger than this are corrupt (a record's input and output are
+/// bounded by the request body limit and the gateway's packet limit).
+const FRAME_LIMIT: usize = 64 * 1024 * 1024;
+
+/// One journaled change to the invocation records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// A new record.
+    Insert(Invocation),
+    /// An outcome for a record.
+    Complete {
+        message_id: String,
+        output: Option<String>,
+        code: String,
+    },
+}
+
+impl Entry {
+    fn payload(&self) -> Value {
+        match self {
+            Entry::Insert(i) => json!({
+                "op": "insert",
+                "messageId": i.message_id,
+                "iotId": i.iot_id,
+                "identifier": i.identifier,
+                "name": i.name,
+                "timeMs": i.time_ms,
+                "mode": i.mode,
+                "input": i.input,
+                "output": i.output,
+                "code": i.code,
+            }),
+            Entry::Complete {
+                message_id,
+                output,
+                code,
+            } => json!({
+                "op": "complete",
+                "messageId": message_id,
+                "output": output,
+                "code": code,
+            }),
+        }
+    }
+
+    /// Appends this entry's frame to `out`.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0u8; 8]);
+        // Writing a `Value` into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &self.payload());
+        let payload = &out[start + 8..];
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        let crc = crc32fast::hash(payload);
+        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Parses one frame's payload.
+    pub(crate) fn decode(payload: &[u8]) -> Result<Entry, String> {
+        let v: Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+        let text = |k: &str| -> Result<String, String> {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no text field {k}"))
+        };
+        let optional = |k: &str| -> Result<Option<String>, String> {
+            match v.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(format!("field {k} is neither text nor null")),
+            }
+        };
+        match v.get("op").and_then(Value::as_str) {
+            Some("insert") => Ok(Entry::Insert(Invocation {
+                message_id: text("messageId")?,
+                iot_id: text("iotId")?,
+                identifier: text("identifier")?,
+                name: text("name")?,
+                time_ms: v
+                    .get("timeMs")
+                    .and_then(Value::as_i64)
+                    .ok_or("no integer field timeMs")?,
+                mode: if text("mode")? == "sync" {
+                    "sync"
+                } else {
+                    "async"
+                },
+                input: text("input")?,
+                output: optional("output")?,
+                code: text("code")?,
+            })),
+            Some("complete") => Ok(Entry::Complete {
+                message_id: text("messageId")?,
+                output: optional("output")?,
+                code: text("code")?,
+            }),
+            _ => Err("unknown op".into()),
+        }
+    }
+}
+
+/// What reading a segment found.
+#[derive(Debug, Default)]
+pub(crate) struct Segment {
+    /// The entries, in order, up to the first bad frame.
+    pub(crate) entries: Vec<Entry>,
+    /// Why reading stopped early: a cut-short or corrupt frame at an offset.
+    pub(crate) stopped: Option<String>,
+}
+
+/// Reads the frames of one segment's bytes.
+pub(crate) fn read_segment(bytes: &[u8]) -> Segment {
+    let mut out = Segment::default();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let Some(head) = bytes.get(at..at + 8) else {
+            out.stopped = Some(format!("frame header cut short at byte {at}"));
+            break;
+        };
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&head[..4]);
+        let len = u32::from_le_bytes(word) as usize;
+        word.copy_from_slice(&head[4..]);
+        let crc = u32::from_le_bytes(word);
+        if len > FRAME_LIMIT {
+            out.stopped = Some(format!("impossible frame length {len} at byte {at}"));
+            break;
+        }
+        let Some(payload) = bytes.get(at + 8..at + 8 + len) else {
+            out.stopped = Some(format!("frame cut short at byte {at}"));
+            break;
+        };
+        if crc32fast::hash(payload) != crc {
+            out.stopped = Some(format!("checksum mismatch at byte {at}"));
+            break;
+        }
+        match Entry::decode(payload) {
+            Ok(e) => out.entries.push(e),
+            // The checksum held, so the frame is whole but not ours to
+            // read; skip it rather than lose what follows.
+            Err(e) => tracing::error!(offset = at, error = %e, "unreadable journal entry skipped"),
+        }
+        at += 8 + len;
+    }
+    out
+}
+
+/// An entry waiting to be copied into SQLite, with whoever waits for it.
+pub(crate) struct Queued {
+    pub(crate) entry: Entry,
+    /// Told, after the copy commits, whether the entry found its record.
+    pub(crate) done: Option<oneshot::Sender<Result<bool, String>>>,
+}
+
+/// The journal's appending side and its queue of uncopied entries.
+pub(crate) struct Journal {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    file: File,
+    seq: u64,
+    len: u64,
+    queued: Vec<Queued>,
+    scratch: Vec<u8>,
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("journal-{seq:020}.log"))
+}
+
+fn create_segment(dir: &Path, seq: u64) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(segment_path(dir, seq))
+}
+
+/// The sequence numbers of the segments in `dir`, ascending.
+pub(crate) fn segments(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut seqs = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(seq) = name
+            .strip_prefix("journal-")
+            .and_then(|s| s.strip_suffix(".log"))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+impl Journal {
+    /// Starts a new segment after every existing one (`after` is the
+    /// highest existing sequence number).
+    pub(crate) fn create(dir: &Path, after: Option<u64>) -> std::io::Result<Journal> {
+        let seq = after.map_or(0, |s| s + 1);
+        let file = create_segment(dir, seq)?;
+        Ok(Journal {
+            dir: dir.to_owned(),
+            inner: Mutex::new(Inner {
+                file,
+                seq,
+                len: 0,
+                queued: Vec::new(),
+                scratch: Vec::with_capacity(1024),
+            }),
+        })
+    }
+
+    /// Appends an entry; once this returns `Ok` the entry survives the
+    /// process being killed. Returns whether the queue was empty before
+    /// (the writer then needs a nudge).
+    pub(crate) fn append(&self, queued: Queued) -> std::io::Result<bool> {
+        let mut guard = lock(&self.inner);
+        let inner = &mut *guard;
+        if inner.len >= SEGMENT_LIMIT {
+            inner.file = create_segment(&self.dir, inner.seq + 1)?;
+            inner.seq += 1;
+            inner.len = 0;
+        }
+        inner.scratch.clear();
+        queued.entry.encode(&mut inner.scratch);
+        if let Err(e) = inner.file.write_all(&inner.scratch) {
+            // A partial frame would hide every later frame from recovery:
+            // cut it off, or, failing that, continue in a new segment.
+            if inner.file.set_len(inner.len).is_err() {
+                inner.file = create_segment(&self.dir, inner.seq + 1)?;
+                inner.seq += 1;
+                inner.len = 0;
+            }
+            return Err(e);
+        }
+        inner.len += inner.scratch.len() as u64;
+        let was_empty = inner.queued.is_empty();
+        inner.queued.push(queued);
+        Ok(was_empty)
+    }
+
+    /// The segment being appended now.
+    pub(crate) fn current(&self) -> u64 {
+        lock(&self.inner).seq
+    }
+
+    /// Takes every queued entry, with the segment being appended now:
+    /// once the taken entries are copied, every earlier segment is.
+    pub(crate) fn take(&self) -> (Vec<Queued>, u64) {
+        let mut inner = lock(&self.inner);
+        (std::mem::take(&mut inner.queued), inner.seq)
+    }
+
+    /// Deletes the segments numbered from `from` to below `below`.
+    pub(crate) fn release(&self, from: u64, below: u64) {
+        for seq in from..below {
+            match std::fs::remove_file(segment_path(&self.dir, seq)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(seq, error = %e, "cannot delete a copied journal segment"),
+            }
+        }
+    }
+
+    /// Deletes the segment being appended, once everything is copied and
+    /// nothing more will be appended (a clean shutdown).
+    pub(crate) fn remove_current(&self) {
+        let seq = lock(&self.inner).seq;
+        self.release(seq, seq + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(id: &str) -> Entry {
+        Entry::Insert(Invocation {
+            message_id: id.to_owned(),
+            iot_id: "dev\u{e9}".to_owned(),
+            identifier: "Calibrate".to_owned(),
+            name: "Calibrate \"x\"".to_owned(),
+            time_ms: 17,
+            mode: "sync",
+            input: "{\"Offset\":1.5}".to_owned(),
+            output: None,
+            code: "TIMEOUT".to_owned(),
+        })
+    }
+
+    fn complete(id: &str) -> Entry {
+        Entry::Complete {
+            message_id: id.to_owned(),
+            output: Some("{\"code\":200}".to_owned()),
+            code: "200 (late)".to_owned(),
+        }
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let entries = [insert("1"), complete("1"), insert("2")];
+        let mut bytes = Vec::new();
+        for e in &entries {
+            e.encode(&mut bytes);
+        }
+        let read = read_segment(&bytes);
+        assert_eq!(read.entries, entries);
+        assert!(read.stopped.is_none());
+    }
+
+    /// A crash can cut the last write anywhere: every whole frame before the
+    /// cut is read back, and the cut is reported, never a panic.
+    #[test]
+    fn a_torn_tail_keeps_every_whole_frame() {
+        let mut bytes = Vec::new();
+        insert("1").encode(&mut bytes);
+        complete("1").encode(&mut bytes);
+        let whole = bytes.len();
+        insert("2").encode(&mut bytes);
+        for cut in whole + 1..bytes.len() {
+            let read = read_segment(&bytes[..cut]);
+            assert_eq!(read.entries, [insert("1"), complete("1")], "cut at {cut}");
+            assert!(read.stopped.is_some(), "cut at {cut}");
+        }
+        assert_eq!(read_segment(&bytes[..whole]).entries.len(), 2);
+    }
+
+    #[test]
+    fn a_flipped_bit_stops_reading_at_its_frame() {
+        let mut bytes = Vec::new();
+        insert("1").encode(&mut bytes);
+        let second = bytes.len();
+        insert("2").encode(&mut bytes);
+        insert("3").encode(&mut bytes);
+        bytes[second + 20] ^= 0x01;
+        let read = read_segment(&bytes);
+        assert_eq!(read.entries, [insert("1")]);
+        assert!(read.stopped.unwrap().contains("checksum"));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for bytes in [
+            &b""[..],
+            b"\xff\xff\xff\xff\0\0\0\0",
+            b"\x02\0\0\0\0\0\0\0{}",
+            b"\x01",
+            &[0u8; 64],
+        ] {
+            let _ = read_segment(bytes);
+        }
+        // A whole frame whose JSON is not an entry is skipped, not fatal.
+        let payload = br#"{"op":"upsert"}"#;
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        insert("9").encode(&mut bytes);
+        assert_eq!(read_segment(&bytes).entries, [insert("9")]);
+    }
+
+    #[test]
+    fn segments_rotate_and_release() {
+        let dir = std::env::temp_dir().join(format!("thingcall-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let j = Journal::create(&dir, Some(4)).unwrap();
+        assert_eq!(segments(&dir).unwrap(), [5]);
+        assert!(
+            j.append(Queued {
+                entry: insert("1"),
+                done: None
+            })
+            .unwrap()
+        );
+        assert!(
+            !j.append(Queued {
+                entry: complete("1"),
+                done: None
+            })
+            .unwrap()
+        );
+        lock(&j.inner).len = SEGMENT_LIMIT;
+        j.append(Queued {
+            entry: insert("2"),
+            done: None,
+        })
+        .unwrap();
+        assert_eq!(segments(&dir).unwrap(), [5, 6]);
+        let (taken, seq) = j.take();
+        assert_eq!(taken.len(), 3);
+        assert_eq!(seq, 6);
+        let first = read_segment(&std::fs::read(segment_path(&dir, 5)).unwrap());
+        assert_eq!(first.entries, [insert("1"), complete("1")]);
+        j.release(5, seq);
+        assert_eq!(segments(&dir).unwrap(), [6]);
+        j.remove_current();
+        assert!(segments(&dir).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
