@@ -187,6 +187,43 @@ async fn raw_baseline(devices: usize, in_flight: usize, seconds: u64) -> Stats {
     stats(all, elapsed)
 }
 
+/// The HTTP floor: the same load generator (signed v1 GETs over keep-alive
+/// connections) against a hyper server, configured as thingcall's, that
+/// answers every request with a canned `InvokeThingService` body without
+/// looking at it. No signature check, no device, no store: what the HTTP
+/// leg alone costs on this machine.
+async fn http_floor(connections: usize, seconds: u64) -> Stats {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    const BODY: &str = r#"{"RequestId":"7E1DE5CF-21A4-4C8B-9E45-0E1D8C1E3E44","Success":true,"Data":{"Result":"{\"Result\":1}","MessageId":"1700000000000000001"}}"#;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let service = service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(
+                    hyper::Response::builder()
+                        .header("content-type", "application/json;charset=utf-8")
+                        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                            BODY.as_bytes(),
+                        )))
+                        .unwrap(),
+                )
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(conn);
+        }
+    });
+    let stats = http_load(&addr, "a1FloorBnch", 16, "Calibrate", connections, seconds, None).await;
+    server.abort();
+    stats
+}
+
 /// A keep-alive HTTP/1.1 connection that sends signed v1 GETs.
 struct Http {
     stream: tokio::net::TcpStream,
@@ -468,10 +505,20 @@ fn main() {
         print("gateway raw RRPC, 1 in flight", &raw1);
         let raw = raw_baseline(devices, connections, seconds).await;
         print(&format!("gateway raw RRPC, {connections} in flight"), &raw);
+        let floor = http_floor(connections, seconds).await;
+        print(&format!("HTTP floor (canned answer), {connections} conns"), &floor);
         let (sync, asyn, half) = e2e(devices, connections, seconds).await;
         print("e2e InvokeThingService sync", &sync);
         print("e2e InvokeThingService async", &asyn);
         print("e2e sync at half the sync throughput", &half);
         println!("sync / raw baseline = {:.2}", sync.per_sec / raw.per_sec);
+        // A sync call costs at least one HTTP exchange plus one RRPC round
+        // trip; with both legs on the same two cores their costs add up.
+        let bound = 1.0 / (1.0 / raw.per_sec + 1.0 / floor.per_sec);
+        println!(
+            "bound for one HTTP exchange + one RRPC round trip = {bound:.0} calls/s ({:.2} x raw); sync / bound = {:.2}",
+            bound / raw.per_sec,
+            sync.per_sec / bound
+        );
     });
 }
