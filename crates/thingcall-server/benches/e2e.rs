@@ -219,7 +219,16 @@ async fn http_floor(connections: usize, seconds: u64) -> Stats {
             tokio::spawn(conn);
         }
     });
-    let stats = http_load(&addr, "a1FloorBnch", 16, "Calibrate", connections, seconds, None).await;
+    let stats = http_load(
+        &addr,
+        "a1FloorBnch",
+        16,
+        "Calibrate",
+        connections,
+        seconds,
+        None,
+    )
+    .await;
     server.abort();
     stats
 }

@@ -196,6 +196,9 @@ struct Inner {
     file: File,
     seq: u64,
     len: u64,
+    /// A failed write may have left part of a frame past `len`; it must be
+    /// cut off (or the segment left) before anything else is appended.
+    torn: bool,
     queued: Vec<Queued>,
     scratch: Vec<u8>,
 }
@@ -241,6 +244,7 @@ impl Journal {
                 file,
                 seq,
                 len: 0,
+                torn: false,
                 queued: Vec::new(),
                 scratch: Vec::with_capacity(1024),
             }),
@@ -253,21 +257,23 @@ impl Journal {
     pub(crate) fn append(&self, queued: Queued) -> std::io::Result<bool> {
         let mut guard = lock(&self.inner);
         let inner = &mut *guard;
-        if inner.len >= SEGMENT_LIMIT {
+        if inner.torn && inner.file.set_len(inner.len).is_ok() {
+            inner.torn = false;
+        }
+        if inner.torn || inner.len >= SEGMENT_LIMIT {
+            // A fresh segment: past the limit, or past a tail that could
+            // not be cut (recovery stops reading a segment at a torn frame).
             inner.file = create_segment(&self.dir, inner.seq + 1)?;
             inner.seq += 1;
             inner.len = 0;
+            inner.torn = false;
         }
         inner.scratch.clear();
         queued.entry.encode(&mut inner.scratch);
         if let Err(e) = inner.file.write_all(&inner.scratch) {
             // A partial frame would hide every later frame from recovery:
-            // cut it off, or, failing that, continue in a new segment.
-            if inner.file.set_len(inner.len).is_err() {
-                inner.file = create_segment(&self.dir, inner.seq + 1)?;
-                inner.seq += 1;
-                inner.len = 0;
-            }
+            // cut it off now, or before the next append.
+            inner.torn = inner.file.set_len(inner.len).is_err();
             return Err(e);
         }
         inner.len += inner.scratch.len() as u64;
@@ -394,6 +400,38 @@ mod tests {
         bytes.extend_from_slice(payload);
         insert("9").encode(&mut bytes);
         assert_eq!(read_segment(&bytes).entries, [insert("9")]);
+    }
+
+    /// A write that fails (here: `/dev/full`, ENOSPC) is reported, and when
+    /// its partial frame cannot be cut off the next append moves to a new
+    /// segment, so recovery never stops in front of later entries.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_write_never_hides_later_entries() {
+        let dir =
+            std::env::temp_dir().join(format!("thingcall-journal-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let j = Journal::create(&dir, None).unwrap();
+        lock(&j.inner).file = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let e = j
+            .append(Queued {
+                entry: insert("1"),
+                done: None,
+            })
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(28), "{e}"); // ENOSPC
+        assert!(lock(&j.inner).torn, "/dev/full cannot be truncated");
+        assert!(j.take().0.is_empty(), "a failed entry is not queued");
+        j.append(Queued {
+            entry: insert("2"),
+            done: None,
+        })
+        .unwrap();
+        assert_eq!(segments(&dir).unwrap(), [0, 1]);
+        let read = read_segment(&std::fs::read(segment_path(&dir, 1)).unwrap());
+        assert_eq!(read.entries, [insert("2")]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
