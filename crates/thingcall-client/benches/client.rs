@@ -15,16 +15,14 @@ use thingcall_wire::{Action, Data, Format, decode_response};
 fn benches(c: &mut Criterion) {
     let creds = Credentials::new("testid", "testsecret");
     let at = UnixMillis::parse_iso8601_seconds("2026-11-26T03:49:17Z").unwrap();
-    let req = InvokeThingService {
-        device: DeviceRef::Name {
+    let req = InvokeThingService::new(
+        DeviceRef::Name {
             product_key: ProductKey::new("a1TestPk001").unwrap(),
             device_name: DeviceName::new("dev1").unwrap(),
         },
-        identifier: Identifier::new("Calibrate").unwrap(),
-        args: r#"{"Offset":1.5,"Mode":1,"Operator":"bob"}"#.into(),
-        qos: None,
-        iot_instance_id: None,
-    };
+        Identifier::new("Calibrate").unwrap(),
+        r#"{"Offset":1.5,"Mode":1,"Operator":"bob"}"#,
+    );
     c.bench_function("client_build_sign_encode_invoke_v1", |b| {
         b.iter(|| {
             let params = black_box(&req).to_params();

@@ -11,13 +11,13 @@
 //!     .endpoint_url("http://127.0.0.1:8080")?
 //!     .credentials(Credentials::new("LTAI...", "secret"))
 //!     .build()?;
-//! let data = client.call(&InvokeThingService {
-//!     device: DeviceRef::IotId(IotId::new("Q7uOhVRdZRRlDnTLv00100").unwrap()),
-//!     identifier: Identifier::new("Calibrate").unwrap(),
-//!     args: r#"{"Offset":1.5}"#.into(),
-//!     qos: None,
-//!     iot_instance_id: None,
-//! }).await?;
+//! let data = client
+//!     .call(&InvokeThingService::new(
+//!         DeviceRef::IotId(IotId::new("Q7uOhVRdZRRlDnTLv00100").unwrap()),
+//!         Identifier::new("Calibrate").unwrap(),
+//!         r#"{"Offset":1.5}"#,
+//!     ))
+//!     .await?;
 //! println!("{:?}", data.0.result);
 //! # Ok(()) }
 //! ```

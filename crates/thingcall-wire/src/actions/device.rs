@@ -90,6 +90,24 @@ pub struct RegisterDevice {
     pub iot_instance_id: Option<String>,
 }
 
+impl RegisterDevice {
+    /// A device of `product_key`; `device_name` `None` lets the server
+    /// generate one.
+    pub fn new(product_key: ProductKey, device_name: Option<DeviceName>) -> Self {
+        RegisterDevice {
+            product_key,
+            device_name,
+            nickname: None,
+            dev_eui: None,
+            pin_code: None,
+            join_eui: None,
+            app_key: None,
+            lora_node_type: None,
+            iot_instance_id: None,
+        }
+    }
+}
+
 impl Action for RegisterDevice {
     const NAME: &'static str = "RegisterDevice";
     type Response = Data<RegisterDeviceData>;
@@ -166,6 +184,16 @@ macro_rules! device_action {
             pub device: DeviceRef,
             /// `IotInstanceId`.
             pub iot_instance_id: Option<String>,
+        }
+
+        impl $name {
+            /// For `device` in the default instance.
+            pub fn new(device: DeviceRef) -> Self {
+                $name {
+                    device,
+                    iot_instance_id: None,
+                }
+            }
         }
 
         impl Action for $name {

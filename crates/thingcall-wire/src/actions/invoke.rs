@@ -30,6 +30,21 @@ pub struct InvokeThingService {
     pub iot_instance_id: Option<String>,
 }
 
+impl InvokeThingService {
+    /// A call of `identifier` on `device` with `args` (JSON text); QoS 0 and
+    /// the default instance. Set the optional fields with struct update:
+    /// `InvokeThingService { qos: Some(Qos::AtLeastOnce), ..InvokeThingService::new(..) }`.
+    pub fn new(device: DeviceRef, identifier: Identifier, args: impl Into<String>) -> Self {
+        InvokeThingService {
+            device,
+            identifier,
+            args: args.into(),
+            qos: None,
+            iot_instance_id: None,
+        }
+    }
+}
+
 wire_struct! {
     /// `Data` of a successful `InvokeThingService`.
     pub struct InvokeThingServiceData {
@@ -120,6 +135,25 @@ pub struct InvokeThingsService {
     pub qos: Option<Qos>,
     /// `IotInstanceId`, when given.
     pub iot_instance_id: Option<String>,
+}
+
+impl InvokeThingsService {
+    /// A call of `identifier` with `args` on `device_names` of `product_key`.
+    pub fn new(
+        product_key: ProductKey,
+        device_names: Vec<DeviceName>,
+        identifier: Identifier,
+        args: impl Into<String>,
+    ) -> Self {
+        InvokeThingsService {
+            product_key,
+            device_names,
+            identifier,
+            args: args.into(),
+            qos: None,
+            iot_instance_id: None,
+        }
+    }
 }
 
 impl Action for InvokeThingsService {

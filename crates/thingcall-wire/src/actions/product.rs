@@ -45,6 +45,32 @@ pub struct CreateProduct {
     pub iot_instance_id: Option<String>,
 }
 
+impl CreateProduct {
+    /// A product named `product_name` of `node_type` (0 device, 1 gateway),
+    /// every optional parameter absent (the server's defaults apply; set
+    /// `aliyun_commodity_code: Some("iothub_senior".into())` for a
+    /// thing-model product).
+    pub fn new(product_name: impl Into<String>, node_type: i64) -> Self {
+        CreateProduct {
+            product_name: product_name.into(),
+            node_type,
+            aliyun_commodity_code: None,
+            data_format: None,
+            description: None,
+            net_type: None,
+            protocol_type: None,
+            auth_type: None,
+            id2: None,
+            category_key: None,
+            publish_auto: None,
+            validate_type: None,
+            join_permission_id: None,
+            resource_group_id: None,
+            iot_instance_id: None,
+        }
+    }
+}
+
 impl Action for CreateProduct {
     const NAME: &'static str = "CreateProduct";
     type Response = CreateProductResponse;
@@ -204,6 +230,16 @@ pub struct QueryProduct {
     pub iot_instance_id: Option<String>,
 }
 
+impl QueryProduct {
+    /// For `product_key` in the default instance.
+    pub fn new(product_key: ProductKey) -> Self {
+        QueryProduct {
+            product_key,
+            iot_instance_id: None,
+        }
+    }
+}
+
 impl Action for QueryProduct {
     const NAME: &'static str = "QueryProduct";
     type Response = Data<QueryProductData>;
@@ -272,6 +308,16 @@ pub struct DeleteProduct {
     pub product_key: ProductKey,
     /// `IotInstanceId`.
     pub iot_instance_id: Option<String>,
+}
+
+impl DeleteProduct {
+    /// For `product_key` in the default instance.
+    pub fn new(product_key: ProductKey) -> Self {
+        DeleteProduct {
+            product_key,
+            iot_instance_id: None,
+        }
+    }
 }
 
 impl Action for DeleteProduct {

@@ -33,6 +33,22 @@ pub struct QueryDeviceServiceData {
     pub iot_instance_id: Option<String>,
 }
 
+impl QueryDeviceServiceData {
+    /// The records of `device` between `start_time` and `end_time` (epoch
+    /// ms, either order), newest first, 10 per page.
+    pub fn new(device: DeviceRef, start_time: i64, end_time: i64) -> Self {
+        QueryDeviceServiceData {
+            device,
+            start_time,
+            end_time,
+            identifier: None,
+            asc: None,
+            page_size: None,
+            iot_instance_id: None,
+        }
+    }
+}
+
 impl Action for QueryDeviceServiceData {
     const NAME: &'static str = "QueryDeviceServiceData";
     type Response = Data<ServiceDataPage>;

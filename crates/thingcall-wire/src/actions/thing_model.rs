@@ -55,6 +55,21 @@ pub struct ImportThingModelTsl {
     pub iot_instance_id: Option<String>,
 }
 
+impl ImportThingModelTsl {
+    /// Replaces the default module's draft of `product_key` with `tsl_str`.
+    pub fn new(product_key: ProductKey, tsl_str: impl Into<String>) -> Self {
+        ImportThingModelTsl {
+            product_key,
+            tsl_str: tsl_str.into(),
+            tsl_url: None,
+            function_block_id: None,
+            function_block_name: None,
+            resource_group_id: None,
+            iot_instance_id: None,
+        }
+    }
+}
+
 impl Action for ImportThingModelTsl {
     const NAME: &'static str = "ImportThingModelTsl";
     type Response = ();
@@ -111,6 +126,19 @@ pub struct PublishThingModel {
     pub iot_instance_id: Option<String>,
 }
 
+impl PublishThingModel {
+    /// Publishes the draft of `product_key` under a generated version.
+    pub fn new(product_key: ProductKey) -> Self {
+        PublishThingModel {
+            product_key,
+            model_version: None,
+            description: None,
+            resource_group_id: None,
+            iot_instance_id: None,
+        }
+    }
+}
+
 impl Action for PublishThingModel {
     const NAME: &'static str = "PublishThingModel";
     type Response = ();
@@ -163,6 +191,20 @@ macro_rules! get_tsl_action {
             pub resource_group_id: Option<String>,
             /// `IotInstanceId`.
             pub iot_instance_id: Option<String>,
+        }
+
+        impl $name {
+            /// The default module of `product_key`, in full.
+            pub fn new(product_key: ProductKey) -> Self {
+                $name {
+                    product_key,
+                    model_version: None,
+                    simple: None,
+                    function_block_id: None,
+                    resource_group_id: None,
+                    iot_instance_id: None,
+                }
+            }
         }
 
         impl Action for $name {

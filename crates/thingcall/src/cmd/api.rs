@@ -192,11 +192,8 @@ pub(crate) fn invoke(a: InvokeArgs) -> Outcome {
         }
     });
     let req = InvokeThingService {
-        device,
-        identifier,
-        args: a.args.clone(),
         qos,
-        iot_instance_id: None,
+        ..InvokeThingService::new(device, identifier, a.args.clone())
     };
     let Data(data) = ok_or_exit!(call(&a.api, &req));
     let result_json = data
@@ -269,21 +266,10 @@ impl ProductCommand {
                 description,
             } => {
                 let req = CreateProduct {
-                    product_name: name,
-                    node_type,
                     aliyun_commodity_code: Some("iothub_senior".into()),
                     data_format: Some(1),
                     description,
-                    net_type: None,
-                    protocol_type: None,
-                    auth_type: None,
-                    id2: None,
-                    category_key: None,
-                    publish_auto: None,
-                    validate_type: None,
-                    join_permission_id: None,
-                    resource_group_id: None,
-                    iot_instance_id: None,
+                    ..CreateProduct::new(name, node_type)
                 };
                 let r = ok_or_exit!(call(&api, &req));
                 let secret = r
@@ -303,13 +289,7 @@ impl ProductCommand {
                 );
             }
             ProductCommand::Get { api, product_key } => {
-                let Data(p) = ok_or_exit!(call(
-                    &api,
-                    &QueryProduct {
-                        product_key: pk(&product_key)?,
-                        iot_instance_id: None
-                    }
-                ));
+                let Data(p) = ok_or_exit!(call(&api, &QueryProduct::new(pk(&product_key)?)));
                 let rows = [
                     ("ProductKey", p.product_key.clone()),
                     ("ProductName", p.product_name.clone()),
@@ -329,13 +309,7 @@ impl ProductCommand {
                 show(api.output, &rows, value);
             }
             ProductCommand::Delete { api, product_key } => {
-                ok_or_exit!(call(
-                    &api,
-                    &DeleteProduct {
-                        product_key: pk(&product_key)?,
-                        iot_instance_id: None
-                    }
-                ));
+                ok_or_exit!(call(&api, &DeleteProduct::new(pk(&product_key)?)));
                 show(
                     api.output,
                     &[("Deleted", product_key.clone())],
@@ -378,17 +352,7 @@ pub(crate) fn register(a: RegisterArgs) -> Outcome {
             .map(DeviceName::new)
             .transpose()
             .map_err(|e| format!("--device-name: {e}"))?;
-        requests.push(RegisterDevice {
-            product_key: product_key.clone(),
-            device_name,
-            nickname: None,
-            dev_eui: None,
-            pin_code: None,
-            join_eui: None,
-            app_key: None,
-            lora_node_type: None,
-            iot_instance_id: None,
-        });
+        requests.push(RegisterDevice::new(product_key.clone(), device_name));
     }
     let client = a.api.client()?;
     let rt = runtime()?;
@@ -460,13 +424,7 @@ pub(crate) fn device_action(kind: &str, api: ApiArgs, dev: DeviceArgs) -> Outcom
     let device = dev.device_ref()?;
     match kind {
         "detail" => {
-            let Data(d) = ok_or_exit!(call(
-                &api,
-                &QueryDeviceDetail {
-                    device,
-                    iot_instance_id: None
-                }
-            ));
+            let Data(d) = ok_or_exit!(call(&api, &QueryDeviceDetail::new(device)));
             let rows = [
                 ("IotId", d.iot_id.clone()),
                 ("ProductKey", d.product_key.clone()),
@@ -483,13 +441,7 @@ pub(crate) fn device_action(kind: &str, api: ApiArgs, dev: DeviceArgs) -> Outcom
             show(api.output, &rows, value);
         }
         "status" => {
-            let Data(s) = ok_or_exit!(call(
-                &api,
-                &GetDeviceStatus {
-                    device,
-                    iot_instance_id: None
-                }
-            ));
+            let Data(s) = ok_or_exit!(call(&api, &GetDeviceStatus::new(device)));
             show(
                 api.output,
                 &[
@@ -503,13 +455,7 @@ pub(crate) fn device_action(kind: &str, api: ApiArgs, dev: DeviceArgs) -> Outcom
             );
         }
         "delete" => {
-            ok_or_exit!(call(
-                &api,
-                &DeleteDevice {
-                    device,
-                    iot_instance_id: None
-                }
-            ));
+            ok_or_exit!(call(&api, &DeleteDevice::new(device)));
             show(
                 api.output,
                 &[("Deleted", "yes".into())],
@@ -517,13 +463,7 @@ pub(crate) fn device_action(kind: &str, api: ApiArgs, dev: DeviceArgs) -> Outcom
             );
         }
         "disable" => {
-            ok_or_exit!(call(
-                &api,
-                &DisableThing {
-                    device,
-                    iot_instance_id: None
-                }
-            ));
+            ok_or_exit!(call(&api, &DisableThing::new(device)));
             show(
                 api.output,
                 &[("Status", "DISABLE".into())],
@@ -531,13 +471,7 @@ pub(crate) fn device_action(kind: &str, api: ApiArgs, dev: DeviceArgs) -> Outcom
             );
         }
         _ => {
-            ok_or_exit!(call(
-                &api,
-                &EnableThing {
-                    device,
-                    iot_instance_id: None
-                }
-            ));
+            ok_or_exit!(call(&api, &EnableThing::new(device)));
             show(
                 api.output,
                 &[("Enabled", "yes".into())],
@@ -552,15 +486,7 @@ pub(crate) fn device_action(kind: &str, api: ApiArgs, dev: DeviceArgs) -> Outcom
 pub(crate) fn tsl_import(api: ApiArgs, product_key: &str, file: &std::path::Path) -> Outcome {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let req = ImportThingModelTsl {
-        product_key: pk(product_key)?,
-        tsl_str: text,
-        tsl_url: None,
-        function_block_id: None,
-        function_block_name: None,
-        resource_group_id: None,
-        iot_instance_id: None,
-    };
+    let req = ImportThingModelTsl::new(pk(product_key)?, text);
     ok_or_exit!(call(&api, &req));
     show(
         api.output,
@@ -572,11 +498,8 @@ pub(crate) fn tsl_import(api: ApiArgs, product_key: &str, file: &std::path::Path
 
 pub(crate) fn tsl_publish(api: ApiArgs, product_key: &str, version: Option<String>) -> Outcome {
     let req = PublishThingModel {
-        product_key: pk(product_key)?,
         model_version: version.clone(),
-        description: None,
-        resource_group_id: None,
-        iot_instance_id: None,
+        ..PublishThingModel::new(pk(product_key)?)
     };
     ok_or_exit!(call(&api, &req));
     show(
@@ -603,24 +526,18 @@ pub(crate) fn tsl_get(
         ok_or_exit!(call(
             &api,
             &GetThingModelTslPublished {
-                product_key,
                 model_version: version,
                 simple,
-                function_block_id: None,
-                resource_group_id: None,
-                iot_instance_id: None
+                ..GetThingModelTslPublished::new(product_key)
             }
         ))
     } else {
         ok_or_exit!(call(
             &api,
             &GetThingModelTsl {
-                product_key,
                 model_version: version,
                 simple,
-                function_block_id: None,
-                resource_group_id: None,
-                iot_instance_id: None
+                ..GetThingModelTsl::new(product_key)
             }
         ))
     };
