@@ -103,113 +103,57 @@ fn name_ref(pk: &str, dn: &str) -> DeviceRef {
 async fn every_action(c: &Client, mqtt: &str, tag: &str) {
     let created = c
         .call(&CreateProduct {
-            product_name: format!("Client_{tag}"),
-            node_type: 0,
             aliyun_commodity_code: Some("iothub_senior".into()),
             data_format: Some(1),
             description: Some("client test".into()),
-            net_type: None,
-            protocol_type: None,
-            auth_type: None,
-            id2: None,
-            category_key: None,
             publish_auto: Some(false),
-            validate_type: None,
-            join_permission_id: None,
-            resource_group_id: None,
-            iot_instance_id: None,
+            ..CreateProduct::new(format!("Client_{tag}"), 0)
         })
         .await
         .unwrap();
     let pk = created.product_key.clone();
     let pkey = ProductKey::new(pk.as_str()).unwrap();
-    let q = c
-        .call(&QueryProduct {
-            product_key: pkey.clone(),
-            iot_instance_id: None,
-        })
-        .await
-        .unwrap();
+    let q = c.call(&QueryProduct::new(pkey.clone())).await.unwrap();
     assert_eq!(q.0.product_name, format!("Client_{tag}"));
-    c.call(&ImportThingModelTsl {
-        product_key: pkey.clone(),
-        tsl_str: MODEL.into(),
-        tsl_url: None,
-        function_block_id: None,
-        function_block_name: None,
-        resource_group_id: None,
-        iot_instance_id: None,
-    })
-    .await
-    .unwrap();
-    c.call(&PublishThingModel {
-        product_key: pkey.clone(),
-        model_version: Some("v1".into()),
-        description: None,
-        resource_group_id: None,
-        iot_instance_id: None,
-    })
-    .await
-    .unwrap();
-    let draft = c
-        .call(&GetThingModelTsl {
-            product_key: pkey.clone(),
-            model_version: None,
-            simple: None,
-            function_block_id: None,
-            resource_group_id: None,
-            iot_instance_id: None,
-        })
+    c.call(&ImportThingModelTsl::new(pkey.clone(), MODEL))
         .await
         .unwrap();
+    c.call(&PublishThingModel {
+        model_version: Some("v1".into()),
+        ..PublishThingModel::new(pkey.clone())
+    })
+    .await
+    .unwrap();
+    let draft = c.call(&GetThingModelTsl::new(pkey.clone())).await.unwrap();
     assert!(draft.0.tsl_str.contains("Calibrate"));
     let published = c
         .call(&GetThingModelTslPublished {
-            product_key: pkey.clone(),
             model_version: Some("v1".into()),
             simple: Some(true),
-            function_block_id: None,
-            resource_group_id: None,
-            iot_instance_id: None,
+            ..GetThingModelTslPublished::new(pkey.clone())
         })
         .await
         .unwrap();
     assert!(published.0.tsl_str.contains("Reboot"));
     let reg = c
-        .call(&RegisterDevice {
-            product_key: pkey.clone(),
-            device_name: Some(DeviceName::new("cdev1").unwrap()),
-            nickname: None,
-            dev_eui: None,
-            pin_code: None,
-            join_eui: None,
-            app_key: None,
-            lora_node_type: None,
-            iot_instance_id: None,
-        })
+        .call(&RegisterDevice::new(
+            pkey.clone(),
+            Some(DeviceName::new("cdev1").unwrap()),
+        ))
         .await
         .unwrap();
     assert_eq!(reg.0.device_name, "cdev1");
     let iot = DeviceRef::IotId(IotId::new(reg.0.iot_id.as_str()).unwrap());
-    let status = c
-        .call(&GetDeviceStatus {
-            device: iot.clone(),
-            iot_instance_id: None,
-        })
-        .await
-        .unwrap();
+    let status = c.call(&GetDeviceStatus::new(iot.clone())).await.unwrap();
     assert_eq!(status.0.status, DeviceStatus::Unactive);
 
     let stop = run_device(mqtt, &pk, "cdev1", reg.0.device_secret.expose());
     for _ in 0..200 {
-        if c.call(&GetDeviceStatus {
-            device: iot.clone(),
-            iot_instance_id: None,
-        })
-        .await
-        .unwrap()
-        .0
-        .status
+        if c.call(&GetDeviceStatus::new(iot.clone()))
+            .await
+            .unwrap()
+            .0
+            .status
             == DeviceStatus::Online
         {
             break;
@@ -217,94 +161,59 @@ async fn every_action(c: &Client, mqtt: &str, tag: &str) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let detail = c
-        .call(&QueryDeviceDetail {
-            device: name_ref(&pk, "cdev1"),
-            iot_instance_id: None,
-        })
+        .call(&QueryDeviceDetail::new(name_ref(&pk, "cdev1")))
         .await
         .unwrap();
     assert_eq!(detail.0.status, DeviceStatus::Online);
     let sync = c
-        .call(&InvokeThingService {
-            device: iot.clone(),
-            identifier: Identifier::new("Calibrate").unwrap(),
-            args: r#"{"Offset":1.5}"#.into(),
-            qos: None,
-            iot_instance_id: None,
-        })
+        .call(&InvokeThingService::new(
+            iot.clone(),
+            Identifier::new("Calibrate").unwrap(),
+            r#"{"Offset":1.5}"#,
+        ))
         .await
         .unwrap();
     assert!(sync.0.result.unwrap().contains("Result"));
     let asyn = c
-        .call(&InvokeThingService {
-            device: iot.clone(),
-            identifier: Identifier::new("Reboot").unwrap(),
-            args: "{}".into(),
-            qos: None,
-            iot_instance_id: None,
-        })
+        .call(&InvokeThingService::new(
+            iot.clone(),
+            Identifier::new("Reboot").unwrap(),
+            "{}",
+        ))
         .await
         .unwrap();
     assert!(asyn.0.result.is_none() && asyn.0.message_id.is_some());
-    c.call(&InvokeThingsService {
-        product_key: pkey.clone(),
-        device_names: vec![DeviceName::new("cdev1").unwrap()],
-        identifier: Identifier::new("Reboot").unwrap(),
-        args: "{}".into(),
-        qos: None,
-        iot_instance_id: None,
-    })
+    c.call(&InvokeThingsService::new(
+        pkey.clone(),
+        vec![DeviceName::new("cdev1").unwrap()],
+        Identifier::new("Reboot").unwrap(),
+        "{}",
+    ))
     .await
     .unwrap();
     let page = c
         .call(&QueryDeviceServiceData {
-            device: iot.clone(),
-            start_time: 0,
-            end_time: 9_999_999_999_999,
-            identifier: None,
             asc: Some(1),
             page_size: Some(10),
-            iot_instance_id: None,
+            ..QueryDeviceServiceData::new(iot.clone(), 0, 9_999_999_999_999)
         })
         .await
         .unwrap();
     assert!(page.0.list.len() >= 3);
-    c.call(&DisableThing {
-        device: iot.clone(),
-        iot_instance_id: None,
-    })
-    .await
-    .unwrap();
+    c.call(&DisableThing::new(iot.clone())).await.unwrap();
     let err = c
-        .call(&InvokeThingService {
-            device: iot.clone(),
-            identifier: Identifier::new("Calibrate").unwrap(),
-            args: "{}".into(),
-            qos: None,
-            iot_instance_id: None,
-        })
+        .call(&InvokeThingService::new(
+            iot.clone(),
+            Identifier::new("Calibrate").unwrap(),
+            "{}",
+        ))
         .await
         .unwrap_err();
     assert!(err.is_business() && err.request_id().is_some());
-    c.call(&EnableThing {
-        device: iot.clone(),
-        iot_instance_id: None,
-    })
-    .await
-    .unwrap();
+    c.call(&EnableThing::new(iot.clone())).await.unwrap();
     let _ = stop.send(());
-    c.call(&DeleteDevice {
-        device: iot.clone(),
-        iot_instance_id: None,
-    })
-    .await
-    .unwrap();
-    c.call(&DeleteProduct {
-        product_key: pkey,
-        iot_instance_id: None,
-    })
-    .await
-    .unwrap();
+    c.call(&DeleteDevice::new(iot.clone())).await.unwrap();
+    c.call(&DeleteProduct::new(pkey)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,10 +246,9 @@ async fn error_predicates() {
     let url = format!("http://{}", s.http);
     let c = client(&url, SignatureVersion::V1, Format::Json);
     let missing = c
-        .call(&GetDeviceStatus {
-            device: DeviceRef::IotId(IotId::new("nope000100").unwrap()),
-            iot_instance_id: None,
-        })
+        .call(&GetDeviceStatus::new(DeviceRef::IotId(
+            IotId::new("nope000100").unwrap(),
+        )))
         .await
         .unwrap_err();
     assert_eq!(
@@ -354,10 +262,7 @@ async fn error_predicates() {
         .build()
         .unwrap();
     let e = wrong
-        .call(&QueryProduct {
-            product_key: ProductKey::new("a1x").unwrap(),
-            iot_instance_id: None,
-        })
+        .call(&QueryProduct::new(ProductKey::new("a1x").unwrap()))
         .await
         .unwrap_err();
     assert!(
@@ -374,10 +279,7 @@ async fn error_predicates() {
             .format(format)
             .build()
             .unwrap()
-            .call(&QueryProduct {
-                product_key: ProductKey::new("a1x").unwrap(),
-                iot_instance_id: None,
-            })
+            .call(&QueryProduct::new(ProductKey::new("a1x").unwrap()))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Some("InvalidAccessKeyId.NotFound"), "{format:?}");
@@ -386,58 +288,23 @@ async fn error_predicates() {
     // Offline and timeout, with a device that never answers.
     let pk = c
         .call(&CreateProduct {
-            product_name: "Pred_1".into(),
-            node_type: 0,
             aliyun_commodity_code: Some("iothub_senior".into()),
             data_format: Some(1),
-            description: None,
-            net_type: None,
-            protocol_type: None,
-            auth_type: None,
-            id2: None,
-            category_key: None,
-            publish_auto: None,
-            validate_type: None,
-            join_permission_id: None,
-            resource_group_id: None,
-            iot_instance_id: None,
+            ..CreateProduct::new("Pred_1", 0)
         })
         .await
         .unwrap()
         .product_key;
     let pkey = ProductKey::new(pk.as_str()).unwrap();
-    c.call(&ImportThingModelTsl {
-        product_key: pkey.clone(),
-        tsl_str: MODEL.into(),
-        tsl_url: None,
-        function_block_id: None,
-        function_block_name: None,
-        resource_group_id: None,
-        iot_instance_id: None,
-    })
-    .await
-    .unwrap();
-    c.call(&PublishThingModel {
-        product_key: pkey.clone(),
-        model_version: None,
-        description: None,
-        resource_group_id: None,
-        iot_instance_id: None,
-    })
-    .await
-    .unwrap();
+    c.call(&ImportThingModelTsl::new(pkey.clone(), MODEL))
+        .await
+        .unwrap();
+    c.call(&PublishThingModel::new(pkey.clone())).await.unwrap();
     let reg = c
-        .call(&RegisterDevice {
-            product_key: pkey,
-            device_name: Some(DeviceName::new("mute1").unwrap()),
-            nickname: None,
-            dev_eui: None,
-            pin_code: None,
-            join_eui: None,
-            app_key: None,
-            lora_node_type: None,
-            iot_instance_id: None,
-        })
+        .call(&RegisterDevice::new(
+            pkey,
+            Some(DeviceName::new("mute1").unwrap()),
+        ))
         .await
         .unwrap();
     let key = DeviceKey::new(
@@ -460,12 +327,12 @@ async fn error_predicates() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let call = || InvokeThingService {
-        device: name_ref(&pk, "mute1"),
-        identifier: Identifier::new("Calibrate").unwrap(),
-        args: "{}".into(),
-        qos: None,
-        iot_instance_id: None,
+    let call = || {
+        InvokeThingService::new(
+            name_ref(&pk, "mute1"),
+            Identifier::new("Calibrate").unwrap(),
+            "{}",
+        )
     };
     let e = c.call(&call()).await.unwrap_err();
     assert!(e.is_timeout() && !e.is_retryable(), "{e}");
@@ -490,10 +357,7 @@ async fn error_predicates() {
         .unwrap();
     let started = std::time::Instant::now();
     let e = c
-        .call(&QueryProduct {
-            product_key: ProductKey::new("a1x").unwrap(),
-            iot_instance_id: None,
-        })
+        .call(&QueryProduct::new(ProductKey::new("a1x").unwrap()))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transport);
@@ -547,10 +411,7 @@ async fn https_with_a_generated_certificate() {
         .build()
         .unwrap();
     let e = c
-        .call(&QueryProduct {
-            product_key: ProductKey::new("a1Nope00000").unwrap(),
-            iot_instance_id: None,
-        })
+        .call(&QueryProduct::new(ProductKey::new("a1Nope00000").unwrap()))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("iot.prod.NotExistedProduct"), "{e}");
@@ -563,10 +424,7 @@ async fn https_with_a_generated_certificate() {
         .build()
         .unwrap();
     let e = untrusted
-        .call(&QueryProduct {
-            product_key: ProductKey::new("a1x").unwrap(),
-            iot_instance_id: None,
-        })
+        .call(&QueryProduct::new(ProductKey::new("a1x").unwrap()))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transport, "{e}");

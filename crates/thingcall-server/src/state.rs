@@ -142,6 +142,18 @@ pub(crate) struct Settled {
     recorded: Result<Pending<()>, crate::repo::StoreError>,
 }
 
+impl Settled {
+    /// The reply, once the call's record is durable.
+    async fn committed(self) -> Result<Option<DeviceReply>, ApiError> {
+        self.recorded
+            .map_err(system_error)?
+            .wait()
+            .await
+            .map_err(system_error)?;
+        Ok(self.reply)
+    }
+}
+
 /// How often the pending table is checked against the clock.
 const SWEEP_EVERY: Duration = Duration::from_millis(10);
 
@@ -318,12 +330,7 @@ impl State {
                         ),
                     };
                     let settled = self.settle_here(message_id, code, rx).await;
-                    settled
-                        .recorded
-                        .map_err(system_error)?
-                        .wait()
-                        .await
-                        .map_err(system_error)?;
+                    settled.committed().await?;
                     return Err(err);
                 }
                 // The sweeper settles the call once the injected clock passes
@@ -336,13 +343,8 @@ impl State {
                     _ => self.settle_here(message_id, "TIMEOUT", rx).await,
                 };
                 self.metrics.observe_invocation("sync", started.elapsed());
-                settled
-                    .recorded
-                    .map_err(system_error)?
-                    .wait()
-                    .await
-                    .map_err(system_error)?;
-                let Some(reply) = settled.reply else {
+                let reply = settled.committed().await?;
+                let Some(reply) = reply else {
                     return Err(ApiError::new(ErrorCode::Timeout));
                 };
                 let check = service.check_reply(&reply.reply.data, self.config.reply_mode);

@@ -1185,17 +1185,7 @@ mod tests {
             .unwrap();
         }
         let store = Store::open(&dir).unwrap();
-        let rows = store
-            .query(RecordQuery {
-                iot_id: "dev".to_owned(),
-                from: 0,
-                to: 10,
-                identifier: None,
-                ascending: true,
-                limit: 10,
-            })
-            .await
-            .unwrap();
+        let rows = store.query(device_query()).await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].message_id, "1700000000000000001");
         assert_eq!(rows[0].output.as_deref(), Some("{\"ok\":1}"));

@@ -361,11 +361,9 @@ fn request() -> impl Strategy<Value = ApiRequest> {
         )
             .prop_map(|(device, identifier, args, qos, iot_instance_id)| {
                 ApiRequest::InvokeThingService(InvokeThingService {
-                    device,
-                    identifier,
-                    args,
                     qos,
                     iot_instance_id,
+                    ..InvokeThingService::new(device, identifier, args)
                 })
             }),
         (
@@ -377,24 +375,17 @@ fn request() -> impl Strategy<Value = ApiRequest> {
         )
             .prop_map(|(product_key, device_names, identifier, args, qos)| {
                 ApiRequest::InvokeThingsService(InvokeThingsService {
-                    product_key,
-                    device_names,
-                    identifier,
-                    args,
                     qos,
-                    iot_instance_id: None,
+                    ..InvokeThingsService::new(product_key, device_names, identifier, args)
                 })
             }),
         (device(), opt_non_empty()).prop_map(|(device, iot_instance_id)| {
             ApiRequest::QueryDeviceDetail(QueryDeviceDetail {
-                device,
                 iot_instance_id,
+                ..QueryDeviceDetail::new(device)
             })
         }),
-        device().prop_map(|device| ApiRequest::DisableThing(DisableThing {
-            device,
-            iot_instance_id: None
-        })),
+        device().prop_map(|device| ApiRequest::DisableThing(DisableThing::new(device))),
         (
             pk(),
             proptest::option::of(dn()),
@@ -402,15 +393,8 @@ fn request() -> impl Strategy<Value = ApiRequest> {
         )
             .prop_map(|(product_key, device_name, nickname)| {
                 ApiRequest::RegisterDevice(RegisterDevice {
-                    product_key,
-                    device_name,
                     nickname,
-                    dev_eui: None,
-                    pin_code: None,
-                    join_eui: None,
-                    app_key: None,
-                    lora_node_type: None,
-                    iot_instance_id: None,
+                    ..RegisterDevice::new(product_key, device_name)
                 })
             }),
         (
@@ -421,13 +405,9 @@ fn request() -> impl Strategy<Value = ApiRequest> {
             .prop_map(|(product_key, tsl_str, block)| {
                 let (function_block_id, function_block_name) = block.unzip();
                 ApiRequest::ImportThingModelTsl(ImportThingModelTsl {
-                    product_key,
-                    tsl_str,
-                    tsl_url: None,
                     function_block_id,
                     function_block_name,
-                    resource_group_id: None,
-                    iot_instance_id: None,
+                    ..ImportThingModelTsl::new(product_key, tsl_str)
                 })
             }),
         (
@@ -437,12 +417,9 @@ fn request() -> impl Strategy<Value = ApiRequest> {
         )
             .prop_map(|(product_key, model_version, simple)| {
                 ApiRequest::GetThingModelTslPublished(GetThingModelTslPublished {
-                    product_key,
                     model_version,
                     simple,
-                    function_block_id: None,
-                    resource_group_id: None,
-                    iot_instance_id: None,
+                    ..GetThingModelTslPublished::new(product_key)
                 })
             }),
         (
@@ -456,13 +433,10 @@ fn request() -> impl Strategy<Value = ApiRequest> {
             .prop_map(
                 |(device, start_time, end_time, identifier, asc, page_size)| {
                     ApiRequest::QueryDeviceServiceData(QueryDeviceServiceData {
-                        device,
-                        start_time,
-                        end_time,
                         identifier,
                         asc,
                         page_size,
-                        iot_instance_id: None,
+                        ..QueryDeviceServiceData::new(device, start_time, end_time)
                     })
                 }
             ),
@@ -473,21 +447,10 @@ fn request() -> impl Strategy<Value = ApiRequest> {
         )
             .prop_map(|(product_name, node_type, publish_auto)| {
                 ApiRequest::CreateProduct(CreateProduct {
-                    product_name,
-                    node_type,
                     aliyun_commodity_code: Some("iothub_senior".into()),
                     data_format: Some(1),
-                    description: None,
-                    net_type: None,
-                    protocol_type: None,
-                    auth_type: None,
-                    id2: None,
-                    category_key: None,
                     publish_auto,
-                    validate_type: None,
-                    join_permission_id: None,
-                    resource_group_id: None,
-                    iot_instance_id: None,
+                    ..CreateProduct::new(product_name, node_type)
                 })
             }),
     ]
