@@ -55,6 +55,33 @@ struct Stats {
     per_sec: f64,
     p50: Duration,
     p99: Duration,
+    /// Process CPU time (all threads, user + system) per call: steadier
+    /// than throughput on a machine whose neighbours come and go.
+    cpu_per_call: Duration,
+}
+
+/// The process's CPU time so far (Linux: `/proc/self/stat`, in the fixed
+/// 100 Hz ticks the kernel reports there).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command name come the state (field 3) and the numbers;
+    // utime and stime are fields 14 and 15 of the line.
+    let field = |n: usize| -> u64 { fields.get(n - 3).and_then(|f| f.parse().ok()).unwrap_or(0) };
+    let ticks = field(14) + field(15);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Runs `phase` and sets the CPU time per call it used.
+async fn measured(phase: impl std::future::Future<Output = Stats>) -> Stats {
+    let before = cpu_time();
+    let mut stats = phase.await;
+    let used = cpu_time().saturating_sub(before);
+    stats.cpu_per_call = used / u32::try_from(stats.calls.max(1)).unwrap_or(u32::MAX);
+    stats
 }
 
 fn stats(mut lat: Vec<Duration>, elapsed: Duration) -> Stats {
@@ -69,16 +96,18 @@ fn stats(mut lat: Vec<Duration>, elapsed: Duration) -> Stats {
         per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
         p50: pick(0.50),
         p99: pick(0.99),
+        cpu_per_call: Duration::ZERO,
     }
 }
 
 fn print(label: &str, s: &Stats) {
     println!(
-        "{label:<44} {:>9.0} calls/s {:>8} calls   p50 {:>8.3} ms   p99 {:>8.3} ms",
+        "{label:<44} {:>9.0} calls/s {:>8} calls   p50 {:>8.3} ms   p99 {:>8.3} ms   cpu {:>6.1} us/call",
         s.per_sec,
         s.calls,
         s.p50.as_secs_f64() * 1e3,
-        s.p99.as_secs_f64() * 1e3
+        s.p99.as_secs_f64() * 1e3,
+        s.cpu_per_call.as_secs_f64() * 1e6
     );
 }
 
@@ -219,7 +248,7 @@ async fn http_floor(connections: usize, seconds: u64) -> Stats {
             tokio::spawn(conn);
         }
     });
-    let stats = http_load(
+    let stats = measured(http_load(
         &addr,
         "a1FloorBnch",
         16,
@@ -227,7 +256,7 @@ async fn http_floor(connections: usize, seconds: u64) -> Stats {
         connections,
         seconds,
         None,
-    )
+    ))
     .await;
     server.abort();
     stats
@@ -431,11 +460,29 @@ async fn e2e(devices: usize, connections: usize, seconds: u64) -> (Stats, Stats,
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let sync = http_load(&h, &pk, devices, "Calibrate", connections, seconds, None).await;
-    let asyn = http_load(&h, &pk, devices, "Reboot", connections, seconds, None).await;
+    let sync = measured(http_load(
+        &h,
+        &pk,
+        devices,
+        "Calibrate",
+        connections,
+        seconds,
+        None,
+    ))
+    .await;
+    let asyn = measured(http_load(
+        &h,
+        &pk,
+        devices,
+        "Reboot",
+        connections,
+        seconds,
+        None,
+    ))
+    .await;
     // Async calls return before the devices answer: let their replies drain.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let half = http_load(
+    let half = measured(http_load(
         &h,
         &pk,
         devices,
@@ -443,7 +490,7 @@ async fn e2e(devices: usize, connections: usize, seconds: u64) -> (Stats, Stats,
         connections,
         seconds,
         Some(sync.per_sec / 2.0),
-    )
+    ))
     .await;
     let _ = stop_tx.send(true);
     let _ = served.await;
@@ -510,9 +557,9 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         println!("machine: {} cores; {devices} simulated devices on loopback TCP; {connections} HTTP keep-alive connections; {seconds} s per run", std::thread::available_parallelism().map_or(0, |n| n.get()));
-        let raw1 = raw_baseline(devices, 1, seconds).await;
+        let raw1 = measured(raw_baseline(devices, 1, seconds)).await;
         print("gateway raw RRPC, 1 in flight", &raw1);
-        let raw = raw_baseline(devices, connections, seconds).await;
+        let raw = measured(raw_baseline(devices, connections, seconds)).await;
         print(&format!("gateway raw RRPC, {connections} in flight"), &raw);
         let floor = http_floor(connections, seconds).await;
         print(&format!("HTTP floor (canned answer), {connections} conns"), &floor);
