@@ -15,6 +15,11 @@
 //! crash interrupted the last write, and nothing after it was acknowledged.
 //! Segments are `journal-<seq>.log` (`seq` in 20 digits) in the data
 //! directory.
+//!
+//! The append is not followed by `fsync`: an acknowledged record survives
+//! the process being killed (it is in the kernel's page cache), while an OS
+//! crash or power loss can take the last moments of records, the same
+//! promise SQLite's `synchronous=NORMAL` makes for the rest of the store.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
