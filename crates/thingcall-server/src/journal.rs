@@ -26,7 +26,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::lock;
@@ -53,39 +53,55 @@ pub(crate) enum Entry {
 }
 
 impl Entry {
-    fn payload(&self) -> Value {
+    /// Writes the payload, one JSON object, straight into `out` (this runs
+    /// once per call on the request path, so no `Value` is built).
+    fn write_payload(&self, out: &mut Vec<u8>) {
+        fn field(out: &mut Vec<u8>, name: &str, value: Option<&str>) {
+            out.push(b',');
+            text(out, name);
+            out.push(b':');
+            match value {
+                Some(v) => text(out, v),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        fn text(out: &mut Vec<u8>, s: &str) {
+            // Serialising a `str` into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
         match self {
-            Entry::Insert(i) => json!({
-                "op": "insert",
-                "messageId": i.message_id,
-                "iotId": i.iot_id,
-                "identifier": i.identifier,
-                "name": i.name,
-                "timeMs": i.time_ms,
-                "mode": i.mode,
-                "input": i.input,
-                "output": i.output,
-                "code": i.code,
-            }),
+            Entry::Insert(i) => {
+                out.extend_from_slice(br#"{"op":"insert""#);
+                field(out, "messageId", Some(&i.message_id));
+                field(out, "iotId", Some(&i.iot_id));
+                field(out, "identifier", Some(&i.identifier));
+                field(out, "name", Some(&i.name));
+                out.extend_from_slice(br#","timeMs":"#);
+                out.extend_from_slice(i.time_ms.to_string().as_bytes());
+                field(out, "mode", Some(i.mode));
+                field(out, "input", Some(&i.input));
+                field(out, "output", i.output.as_deref());
+                field(out, "code", Some(&i.code));
+            }
             Entry::Complete {
                 message_id,
                 output,
                 code,
-            } => json!({
-                "op": "complete",
-                "messageId": message_id,
-                "output": output,
-                "code": code,
-            }),
+            } => {
+                out.extend_from_slice(br#"{"op":"complete""#);
+                field(out, "messageId", Some(message_id));
+                field(out, "output", output.as_deref());
+                field(out, "code", Some(code));
+            }
         }
+        out.push(b'}');
     }
 
     /// Appends this entry's frame to `out`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&[0u8; 8]);
-        // Writing a `Value` into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &self.payload());
+        self.write_payload(out);
         let payload = &out[start + 8..];
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         let crc = crc32fast::hash(payload);
@@ -346,7 +362,18 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let entries = [insert("1"), complete("1"), insert("2")];
+        let awkward = Entry::Insert(Invocation {
+            message_id: "3".to_owned(),
+            iot_id: "\\\"\u{0}\u{1f}\u{7f}".to_owned(),
+            identifier: "block:svc".to_owned(),
+            name: "\u{1F680} \u{2028}".to_owned(),
+            time_ms: -1,
+            mode: "async",
+            input: "{\"s\":\"\\n\"}\n\t".to_owned(),
+            output: Some(String::new()),
+            code: "9201".to_owned(),
+        });
+        let entries = [insert("1"), complete("1"), insert("2"), awkward];
         let mut bytes = Vec::new();
         for e in &entries {
             e.encode(&mut bytes);
