@@ -183,6 +183,9 @@ impl<T> Pending<T> {
 pub(crate) struct Store {
     writer: Mutex<Option<std::sync::mpsc::Sender<Msg>>>,
     journal: Arc<Journal>,
+    /// Held until `close`: one process per data directory (a second one
+    /// would replay, and delete, the first one's live journal).
+    lock: Mutex<Option<std::fs::File>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     reader: Arc<Mutex<Connection>>,
     checkpoint: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
@@ -441,6 +444,28 @@ impl Store {
     pub(crate) fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        let lock_path = dir.join("thingcall.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError(format!(
+                    "another thingcall process is using {}",
+                    dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )));
+            }
+        }
         let path = dir.join("thingcall.db");
         let mut writer = open(&path)?;
         migrate(&mut writer)?;
@@ -480,6 +505,7 @@ impl Store {
         Ok(Store {
             writer: Mutex::new(Some(tx)),
             journal,
+            lock: Mutex::new(Some(lock)),
             thread: Mutex::new(Some(thread)),
             reader: Arc::new(Mutex::new(reader)),
             checkpoint: Mutex::new(Some((stop, checkpoint))),
@@ -567,8 +593,9 @@ impl Store {
             .map_err(|e| StoreError(e.to_string()))?
     }
 
-    /// Finishes every queued write, stops the writer thread and
-    /// checkpoints the WAL into the database file.
+    /// Finishes every queued write, stops the writer thread,
+    /// checkpoints the WAL into the database file and lets the data
+    /// directory go.
     pub(crate) fn close(&self) {
         drop(lock(&self.writer).take());
         if let Some(t) = lock(&self.thread).take() {
@@ -578,6 +605,7 @@ impl Store {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = t.join();
         }
+        drop(lock(&self.lock).take());
     }
 }
 
@@ -1271,6 +1299,20 @@ mod tests {
         );
         assert_eq!(rows[0].name, "renamed");
         store.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A data directory serves one process: a second store on it is refused
+    /// while the first is open, and allowed once it is dropped.
+    #[tokio::test]
+    async fn one_store_per_data_directory() {
+        let dir = temp_dir("lock");
+        let first = Store::open(&dir).unwrap();
+        let e = Store::open(&dir).err().unwrap();
+        assert!(e.0.contains("another thingcall process"), "{e}");
+        drop(first);
+        let again = Store::open(&dir).unwrap();
+        drop(again);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

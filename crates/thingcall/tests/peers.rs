@@ -296,16 +296,25 @@ async fn device_simulate_answers_through_the_gateway() {
             (k, Some(id), 200)
         );
     }
-    child.start_kill().unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    let printed = String::from_utf8(out.stdout).unwrap();
+    // The simulator prints each answered call after sending the reply:
+    // read its output until both lines are there, then stop it.
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    let want = [
+        "a1TestPk001/sim-1 Calibrate id=50 via=ext-rrpc code=200",
+        "a1TestPk001/sim-2 Calibrate id=51 via=ext-rrpc code=200",
+    ];
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !want.iter().all(|w| printed.contains(w)) {
+            let n = tokio::io::AsyncBufReadExt::read_line(&mut out, &mut printed)
+                .await
+                .unwrap();
+            assert!(n > 0, "the simulator stopped: {printed}");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("missing lines: {printed}"));
     assert!(printed.starts_with("simulating 2 device(s)"), "{printed}");
-    assert!(
-        printed.contains("a1TestPk001/sim-1 Calibrate id=50 via=ext-rrpc code=200"),
-        "{printed}"
-    );
-    assert!(
-        printed.contains("a1TestPk001/sim-2 Calibrate id=51 via=ext-rrpc code=200"),
-        "{printed}"
-    );
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
 }

@@ -335,3 +335,27 @@ fn a_fresh_store_generates_and_prints_a_key_once() {
     let second = run();
     assert!(!second.contains("AccessKeySecret"), "{second}");
 }
+
+#[test]
+fn a_second_server_on_one_data_dir_is_refused() {
+    let dir = temp_dir("twice");
+    let s = start(&dir, &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_thingcall"))
+        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another thingcall process is using"),
+        "{stderr}"
+    );
+    // The first one still serves.
+    let r = call(&s.http, "QueryProduct", &[("ProductKey", "a1NoSuchPk1")]);
+    assert_eq!(r["Code"], "iot.prod.NotExistedProduct", "{r}");
+    let mut child = s.child;
+    let _ = child.kill();
+    let _ = child.wait();
+}
