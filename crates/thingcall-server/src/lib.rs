@@ -157,6 +157,7 @@ impl Server {
             message_ids,
             metrics: Metrics::default(),
             gateway_metrics: Some(Arc::new(gateway.clone())),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(Server {
             state,
@@ -218,9 +219,16 @@ impl Server {
                 tracing::info!(device = %c.device, service = %c.identifier, id = %c.id, code = c.code, "demo device answered");
             }
         });
+        let state = Arc::clone(&self.state);
         tokio::spawn(async move {
             if let Err(e) = simulator::run(cfg, tx, shutdown).await {
-                tracing::error!(error = %e, "the demo device stopped");
+                // The gateway closes every device connection as the server
+                // stops; only a loss before that is a fault.
+                if state.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!("the demo device disconnected: the server is stopping");
+                } else {
+                    tracing::error!(error = %e, "the demo device stopped");
+                }
             }
         });
     }
@@ -279,6 +287,9 @@ impl Server {
                 }
             }
         }
+        self.state
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("shutting down: finishing in-flight requests");
         let limit = self.state.config.sync_timeout + Duration::from_secs(5);
         if tokio::time::timeout(limit, graceful.shutdown())

@@ -125,6 +125,8 @@ pub(crate) struct State {
     pub(crate) metrics: Metrics,
     /// The gateway's counters, when the transport is the built-in gateway.
     pub(crate) gateway_metrics: Option<Arc<thingcall_gateway::Gateway>>,
+    /// Set once shutdown has begun.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A sync call waiting for its reply. It carries its record, which is
