@@ -303,6 +303,11 @@ impl Journal {
         Ok(was_empty)
     }
 
+    /// Entries appended and not yet taken for copying.
+    pub(crate) fn waiting(&self) -> usize {
+        lock(&self.inner).queued.len()
+    }
+
     /// The segment being appended now.
     pub(crate) fn current(&self) -> u64 {
         lock(&self.inner).seq

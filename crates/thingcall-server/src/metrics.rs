@@ -8,6 +8,7 @@ use std::time::Duration;
 use thingcall_gateway::GatewayMetrics;
 
 use crate::lock;
+use crate::repo::RecordStats;
 
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: &[f64] = &[
@@ -60,7 +61,12 @@ impl Metrics {
     }
 
     /// The Prometheus exposition.
-    pub(crate) fn render(&self, devices_online: usize, gateway: &GatewayMetrics) -> String {
+    pub(crate) fn render(
+        &self,
+        devices_online: usize,
+        gateway: &GatewayMetrics,
+        records: RecordStats,
+    ) -> String {
         let mut out = String::new();
         out.push_str("# HELP thingcall_requests_total API requests by action and result code.\n");
         out.push_str("# TYPE thingcall_requests_total counter\n");
@@ -107,6 +113,16 @@ impl Metrics {
         out.push_str("# HELP thingcall_devices_online Devices connected now.\n");
         out.push_str("# TYPE thingcall_devices_online gauge\n");
         let _ = writeln!(out, "thingcall_devices_online {devices_online}");
+        out.push_str("# HELP thingcall_records_waiting Invocation records durable in the journal, not yet copied into the queryable store.\n");
+        out.push_str("# TYPE thingcall_records_waiting gauge\n");
+        let _ = writeln!(out, "thingcall_records_waiting {}", records.waiting);
+        out.push_str("# HELP thingcall_record_copy_failures_total Copies of the journal into the store that failed to commit (each is retried).\n");
+        out.push_str("# TYPE thingcall_record_copy_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "thingcall_record_copy_failures_total {}",
+            records.failed_copies
+        );
         out.push_str("# HELP thingcall_gateway_events_total MQTT gateway events by kind.\n");
         out.push_str("# TYPE thingcall_gateway_events_total counter\n");
         for (name, n) in gateway.snapshot() {

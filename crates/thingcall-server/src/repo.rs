@@ -52,6 +52,17 @@ pub(crate) struct RecordQuery {
     pub(crate) limit: usize,
 }
 
+/// The record store's state, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RecordStats {
+    /// Records and outcomes durable in the journal, not yet copied into the
+    /// queryable store.
+    pub(crate) waiting: usize,
+    /// Copies into the queryable store that failed to commit (each is tried
+    /// again; a growing count means the disk or database needs attention).
+    pub(crate) failed_copies: u64,
+}
+
 /// Invocation records. Writes are queued at once and applied in the order
 /// they were queued; the returned handle resolves once durable.
 #[async_trait]
@@ -67,6 +78,8 @@ pub(crate) trait Records: Send + Sync {
     ) -> Result<Pending<bool>, StoreError>;
     /// Reads records.
     async fn query(&self, query: RecordQuery) -> Result<Vec<Invocation>, StoreError>;
+    /// The store's backlog and failures.
+    fn stats(&self) -> RecordStats;
     /// Finishes queued writes and releases the store.
     fn close(&self);
 }

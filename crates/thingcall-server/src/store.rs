@@ -159,6 +159,13 @@ enum Msg {
     Copy,
 }
 
+/// What the writer reports about its copies of the journal.
+#[derive(Debug, Default)]
+struct CopyState {
+    retrying: std::sync::atomic::AtomicUsize,
+    failures: std::sync::atomic::AtomicU64,
+}
+
 /// How long the writer lets journal entries gather before copying them:
 /// nobody waits on the copy, and a bigger transaction costs less per row.
 const COPY_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
@@ -186,6 +193,9 @@ pub(crate) struct Store {
     /// Held until `close`: one process per data directory (a second one
     /// would replay, and delete, the first one's live journal).
     lock: Mutex<Option<std::fs::File>>,
+    /// Shared with the writer: entries held for another copy attempt, and
+    /// copies that failed to commit.
+    copy_state: Arc<CopyState>,
     thread: Mutex<Option<JoinHandle<()>>>,
     reader: Arc<Mutex<Connection>>,
     checkpoint: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
@@ -279,6 +289,7 @@ fn run_writer(
     messages: std::sync::mpsc::Receiver<Msg>,
     journal: Arc<Journal>,
     catch_up: Arc<std::sync::atomic::AtomicBool>,
+    report: Arc<CopyState>,
 ) {
     // Segments below this one may still hold entries not yet copied.
     let mut oldest = journal.current();
@@ -306,13 +317,22 @@ fn run_writer(
         }
         let (taken, current) = journal.take();
         let mut entries = std::mem::take(&mut retry);
+        report
+            .retrying
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         entries.extend(taken);
         let committed = commit_batch(&conn, &mut entries, batch);
         if committed {
             journal.release(oldest, current);
             oldest = current;
         } else {
+            report
+                .failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             retry = entries;
+            report
+                .retrying
+                .store(retry.len(), std::sync::atomic::Ordering::Relaxed);
             // A failing disk is not helped by a tight loop.
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -492,9 +512,11 @@ impl Store {
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let asked = Arc::clone(&catch_up);
         let copier = Arc::clone(&journal);
+        let copy_state = Arc::new(CopyState::default());
+        let report = Arc::clone(&copy_state);
         let thread = std::thread::Builder::new()
             .name("thingcall-store".into())
-            .spawn(move || run_writer(writer, rx, copier, asked))
+            .spawn(move || run_writer(writer, rx, copier, asked, report))
             .map_err(|e| StoreError(e.to_string()))?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
@@ -506,6 +528,7 @@ impl Store {
             writer: Mutex::new(Some(tx)),
             journal,
             lock: Mutex::new(Some(lock)),
+            copy_state,
             thread: Mutex::new(Some(thread)),
             reader: Arc::new(Mutex::new(reader)),
             checkpoint: Mutex::new(Some((stop, checkpoint))),
@@ -1131,6 +1154,20 @@ impl crate::repo::Records for Store {
         .await
     }
 
+    fn stats(&self) -> crate::repo::RecordStats {
+        let retrying = self
+            .copy_state
+            .retrying
+            .load(std::sync::atomic::Ordering::Relaxed);
+        crate::repo::RecordStats {
+            waiting: self.journal.waiting() + retrying,
+            failed_copies: self
+                .copy_state
+                .failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     fn close(&self) {
         Store::close(self);
     }
@@ -1331,6 +1368,11 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(store.query(device_query()).await.unwrap().len(), 50);
+        assert_eq!(
+            store.stats(),
+            crate::repo::RecordStats::default(),
+            "a query copies first: nothing waits, nothing failed"
+        );
         store.record(invocation("51", "TIMEOUT")).unwrap();
         store.close();
         assert!(journal::segments(&dir).unwrap().is_empty());

@@ -252,6 +252,14 @@ async fn provision_invoke_and_query() {
     );
     assert!(metrics.contains("thingcall_invocation_seconds_bucket{mode=\"sync\""));
     assert!(metrics.contains("thingcall_devices_online"));
+    assert!(
+        metrics.contains("\nthingcall_records_waiting "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nthingcall_record_copy_failures_total 0\n"),
+        "{metrics}"
+    );
     h.stop().await;
 }
 
