@@ -473,38 +473,22 @@ async fn e2e(devices: usize, connections: usize, seconds: u64) -> (Stats, Stats,
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let sync = measured(http_load(
-        &h,
-        &pk,
-        devices,
-        "Calibrate",
-        connections,
-        seconds,
-        None,
-    ))
-    .await;
-    let asyn = measured(http_load(
-        &h,
-        &pk,
-        devices,
-        "Reboot",
-        connections,
-        seconds,
-        None,
-    ))
-    .await;
+    let phase = |identifier: &'static str, rate: Option<f64>| {
+        measured(http_load(
+            &h,
+            &pk,
+            devices,
+            identifier,
+            connections,
+            seconds,
+            rate,
+        ))
+    };
+    let sync = phase("Calibrate", None).await;
+    let asyn = phase("Reboot", None).await;
     // Async calls return before the devices answer: let their replies drain.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let half = measured(http_load(
-        &h,
-        &pk,
-        devices,
-        "Calibrate",
-        connections,
-        seconds,
-        Some(sync.per_sec / 2.0),
-    ))
-    .await;
+    let half = phase("Calibrate", Some(sync.per_sec / 2.0)).await;
     let _ = stop_tx.send(true);
     let _ = served.await;
     let _ = std::fs::remove_dir_all(dir);

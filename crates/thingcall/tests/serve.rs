@@ -55,6 +55,18 @@ fn call(http: &str, action: &str, extra: &[(&str, &str)]) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {out}"))
 }
 
+/// Runs `thingcall serve ARGS --data-dir DIR/data` expecting it to stop on
+/// its own (a start-up error), and returns what it printed.
+fn serve_once(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_thingcall"))
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .output()
+        .unwrap()
+}
+
 fn rand() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -276,13 +288,7 @@ fn a_taken_port_names_the_flag() {
             vec!["--http", "127.0.0.1:0", "--mqtt", port.as_str()],
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_thingcall"))
-            .arg("serve")
-            .args(&args)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .output()
-            .unwrap();
+        let out = serve_once(&dir, &args);
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last = stderr
@@ -340,12 +346,7 @@ fn a_fresh_store_generates_and_prints_a_key_once() {
 fn a_second_server_on_one_data_dir_is_refused() {
     let dir = temp_dir("twice");
     let s = start(&dir, &[]);
-    let out = Command::new(env!("CARGO_BIN_EXE_thingcall"))
-        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .output()
-        .unwrap();
+    let out = serve_once(&dir, &["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
