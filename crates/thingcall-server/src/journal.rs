@@ -224,7 +224,8 @@ struct Inner {
     scratch: Vec<u8>,
 }
 
-fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+/// The file of segment `seq` in `dir`.
+pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("journal-{seq:020}.log"))
 }
 
@@ -320,9 +321,9 @@ impl Journal {
         (std::mem::take(&mut inner.queued), inner.seq)
     }
 
-    /// Deletes the segments numbered from `from` to below `below`.
-    pub(crate) fn release(&self, from: u64, below: u64) {
-        for seq in from..below {
+    /// Deletes the segments `seqs` (all copied already).
+    pub(crate) fn release(&self, seqs: impl IntoIterator<Item = u64>) {
+        for seq in seqs {
             match std::fs::remove_file(segment_path(&self.dir, seq)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -335,7 +336,7 @@ impl Journal {
     /// nothing more will be appended (a clean shutdown).
     pub(crate) fn remove_current(&self) {
         let seq = lock(&self.inner).seq;
-        self.release(seq, seq + 1);
+        self.release([seq]);
     }
 }
 
@@ -504,7 +505,7 @@ mod tests {
         assert_eq!(seq, 6);
         let first = read_segment(&std::fs::read(segment_path(&dir, 5)).unwrap());
         assert_eq!(first.entries, [insert("1"), complete("1")]);
-        j.release(5, seq);
+        j.release(5..seq);
         assert_eq!(segments(&dir).unwrap(), [6]);
         j.remove_current();
         assert!(segments(&dir).unwrap().is_empty());

@@ -323,7 +323,7 @@ fn run_writer(
         entries.extend(taken);
         let committed = commit_batch(&conn, &mut entries, batch);
         if committed {
-            journal.release(oldest, current);
+            journal.release(oldest..current);
             oldest = current;
         } else {
             report
@@ -425,18 +425,18 @@ fn copy_entry(conn: &Connection, entry: &Entry, replay: bool) -> rusqlite::Resul
 }
 
 /// Re-applies the journal segments left in `dir` by a process that did not
-/// shut down cleanly, in one transaction. Returns the highest segment
-/// number seen.
-fn replay(conn: &Connection, dir: &Path) -> Result<Option<u64>, StoreError> {
+/// shut down cleanly, in one transaction. Returns the segments replayed, in
+/// order.
+fn replay(conn: &Connection, dir: &Path) -> Result<Vec<u64>, StoreError> {
     let seqs = journal::segments(dir)
         .map_err(|e| StoreError(format!("cannot list the journal in {}: {e}", dir.display())))?;
     if seqs.is_empty() {
-        return Ok(None);
+        return Ok(seqs);
     }
     let tx = conn.unchecked_transaction()?;
     let mut count = 0usize;
     for &seq in &seqs {
-        let path = dir.join(format!("journal-{seq:020}.log"));
+        let path = journal::segment_path(dir, seq);
         let bytes = std::fs::read(&path)
             .map_err(|e| StoreError(format!("cannot read {}: {e}", path.display())))?;
         let segment = journal::read_segment(&bytes);
@@ -456,7 +456,7 @@ fn replay(conn: &Connection, dir: &Path) -> Result<Option<u64>, StoreError> {
         entries = count,
         "replayed the invocation journal"
     );
-    Ok(seqs.last().copied())
+    Ok(seqs)
 }
 
 impl Store {
@@ -497,17 +497,15 @@ impl Store {
         let reader = open(&path)?;
         let checkpointer = open(&path)?;
         writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
-        let last = replay(&writer, dir)?;
-        let journal = Arc::new(Journal::create(dir, last).map_err(|e| {
+        let replayed = replay(&writer, dir)?;
+        let journal = Arc::new(Journal::create(dir, replayed.last().copied()).map_err(|e| {
             StoreError(format!(
                 "cannot start the journal in {}: {e}",
                 dir.display()
             ))
         })?);
         // The replayed segments are in the database now.
-        if let Some(last) = last {
-            journal.release(0, last + 1);
-        }
+        journal.release(replayed);
         let catch_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let asked = Arc::clone(&catch_up);
