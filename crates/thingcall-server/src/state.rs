@@ -397,8 +397,9 @@ impl State {
     fn settle(&self, mut call: PendingCall, reply: Option<DeviceReply>) {
         match &reply {
             Some(r) => {
-                call.record.output = Some(String::from_utf8(r.reply.to_vec()).unwrap_or_default());
-                call.record.code = r.reply.code.to_string();
+                let (output, code) = recorded_reply(r);
+                call.record.output = Some(output);
+                call.record.code = code;
             }
             None => call.record.code = "TIMEOUT".to_owned(),
         }
@@ -554,10 +555,11 @@ impl State {
         // queued under the table's lock, so it follows a timed-out call's
         // record.
         let late = matches!(reply.via, ReplyVia::Rrpc);
-        let output = String::from_utf8(reply.reply.to_vec()).unwrap_or_default();
-        let (id, code) = (message_id.to_string(), reply.reply.code.to_string());
+        let (output, code) = recorded_reply(&reply);
         let code_for_late = if late { format!("{code} (late)") } else { code };
-        let pending = self.records.complete(id, Some(output), code_for_late);
+        let pending = self
+            .records
+            .complete(message_id.to_string(), Some(output), code_for_late);
         drop(table);
         // The write is followed on its own task: the event loop must keep
         // pace with the devices, not with the disk.
@@ -637,6 +639,15 @@ impl State {
             None => EMPTY.get_or_init(thingcall_gateway::GatewayMetrics::default),
         }
     }
+}
+
+/// What a record keeps of a device's reply: the whole Alink reply as JSON
+/// text, and its code.
+fn recorded_reply(reply: &DeviceReply) -> (String, String) {
+    (
+        String::from_utf8(reply.reply.to_vec()).unwrap_or_default(),
+        reply.reply.code.to_string(),
+    )
 }
 
 /// The transport key of a catalog device.
