@@ -284,23 +284,7 @@ impl Http {
 
     /// Sends one signed GET; returns whether the answer says `Success`.
     async fn call(&mut self, extra: &[(&str, &str)]) -> bool {
-        let now = SystemClock.now();
-        let nonce = NONCE.fetch_add(1, Ordering::Relaxed).to_string();
-        let ts = UnixMillis::new(now.get()).to_iso8601_seconds();
-        let mut params: Vec<(&str, &str)> = vec![
-            ("Action", "InvokeThingService"),
-            ("Version", "2018-01-20"),
-            ("Format", "JSON"),
-            ("AccessKeyId", KEY_ID),
-            ("SignatureMethod", "HMAC-SHA1"),
-            ("SignatureVersion", "1.0"),
-            ("SignatureNonce", &nonce),
-            ("Timestamp", &ts),
-        ];
-        params.extend_from_slice(extra);
-        let sig = v1::sign("GET", &params, KEY_SECRET);
-        params.push(("Signature", &sig));
-        let query = encode_pairs(params.iter().copied());
+        let query = signed_form("GET", "InvokeThingService", extra);
         let req = format!("GET /?{query} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
         self.stream.write_all(req.as_bytes()).await.unwrap();
         // Read one response (Content-Length framed), straight into the
@@ -495,10 +479,12 @@ async fn e2e(devices: usize, connections: usize, seconds: u64) -> (Stats, Stats,
     (sync, asyn, half)
 }
 
-async fn raw_call(addr: &str, action: &str, extra: &[(String, String)]) -> serde_json::Value {
-    let now = SystemClock.now();
-    let nonce = format!("p{}", NONCE.fetch_add(1, Ordering::Relaxed));
-    let mut params: Vec<(String, String)> = [
+/// A signed v1 request's form: the common parameters with a fresh nonce
+/// and timestamp, then `extra`, then the signature.
+fn signed_form(method: &str, action: &str, extra: &[(&str, &str)]) -> String {
+    let nonce = NONCE.fetch_add(1, Ordering::Relaxed).to_string();
+    let ts = UnixMillis::new(SystemClock.now().get()).to_iso8601_seconds();
+    let mut params: Vec<(&str, &str)> = vec![
         ("Action", action),
         ("Version", "2018-01-20"),
         ("Format", "JSON"),
@@ -506,18 +492,20 @@ async fn raw_call(addr: &str, action: &str, extra: &[(String, String)]) -> serde
         ("SignatureMethod", "HMAC-SHA1"),
         ("SignatureVersion", "1.0"),
         ("SignatureNonce", &nonce),
-        (
-            "Timestamp",
-            &UnixMillis::new(now.get()).to_iso8601_seconds(),
-        ),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .chain(extra.iter().cloned())
-    .collect();
-    let sig = v1::sign("POST", &params, KEY_SECRET);
-    params.push(("Signature".into(), sig));
-    let body = encode_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        ("Timestamp", &ts),
+    ];
+    params.extend_from_slice(extra);
+    let sig = v1::sign(method, &params, KEY_SECRET);
+    params.push(("Signature", &sig));
+    encode_pairs(params.iter().copied())
+}
+
+async fn raw_call(addr: &str, action: &str, extra: &[(String, String)]) -> serde_json::Value {
+    let extra: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let body = signed_form("POST", action, &extra);
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "POST / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
