@@ -370,18 +370,14 @@ impl State {
     async fn settle_here(
         &self,
         message_id: MessageId,
-        code: &str,
+        code: &'static str,
         rx: oneshot::Receiver<Settled>,
     ) -> Settled {
-        let removed = lock(&self.pending).remove(&message_id).map(|mut call| {
-            call.record.code = code.to_owned();
-            self.records.record(call.record)
-        });
-        if let Some(recorded) = removed {
-            return Settled {
-                reply: None,
-                recorded,
-            };
+        {
+            let mut pending = lock(&self.pending);
+            if let Some(call) = pending.remove(&message_id) {
+                self.settle(call, Err(code));
+            }
         }
         rx.await.unwrap_or_else(|_| Settled {
             reply: None,
@@ -391,18 +387,23 @@ impl State {
         })
     }
 
-    /// Writes a removed call's complete record and hands the outcome to its
-    /// waiting task. Called with the pending table locked, so the record is
-    /// queued before any later reply to the same id can queue its update.
-    fn settle(&self, mut call: PendingCall, reply: Option<DeviceReply>) {
-        match &reply {
-            Some(r) => {
-                let (output, code) = recorded_reply(r);
+    /// Writes a removed call's complete record and hands the outcome (the
+    /// reply, or the code it ended with) to its waiting task. Called with
+    /// the pending table locked, so the record is queued before any later
+    /// reply to the same id can queue its update.
+    fn settle(&self, mut call: PendingCall, outcome: Result<DeviceReply, &'static str>) {
+        let reply = match outcome {
+            Ok(r) => {
+                let (output, code) = recorded_reply(&r);
                 call.record.output = Some(output);
                 call.record.code = code;
+                Some(r)
             }
-            None => call.record.code = "TIMEOUT".to_owned(),
-        }
+            Err(code) => {
+                call.record.code = code.to_owned();
+                None
+            }
+        };
         let recorded = self.records.record(call.record);
         // A caller that went away (its connection closed) still has its
         // call recorded; only the hand-off is lost.
@@ -521,7 +522,7 @@ impl State {
                 .collect();
             for id in ids {
                 if let Some(call) = pending.remove(&id) {
-                    self.settle(call, None);
+                    self.settle(call, Err("TIMEOUT"));
                 }
             }
         }
@@ -545,7 +546,7 @@ impl State {
         };
         let mut table = lock(&self.pending);
         if let Some(call) = table.remove(&message_id) {
-            self.settle(call, Some(reply));
+            self.settle(call, Ok(reply));
             drop(table);
             self.metrics.count_reply("sync");
             return;
