@@ -63,13 +63,15 @@ pub(crate) struct RecordStats {
     pub(crate) failed_copies: u64,
 }
 
-/// Invocation records. Writes are queued at once and applied in the order
-/// they were queued; the returned handle resolves once durable.
+/// Invocation records. Writes are durable when `record`/`complete` return
+/// `Ok` and are applied in the order they were made; `query` sees every
+/// write made before it.
 #[async_trait]
 pub(crate) trait Records: Send + Sync {
-    /// Queues a new record.
+    /// Stores a new record; the handle resolves once it is durable.
     fn record(&self, invocation: Invocation) -> Result<Pending<()>, StoreError>;
-    /// Queues an outcome for a record (false when there is none).
+    /// Stores an outcome for a record; the handle resolves once it is
+    /// applied, with false when there is no such record.
     fn complete(
         &self,
         message_id: String,
