@@ -283,3 +283,37 @@ fn block_services_resolve_through_their_module() {
     assert!(plain.service("Calibrate").is_some());
     assert!(plain.service("testFb:Calibrate").is_none());
 }
+
+/// Models exported by Alibaba's console write `"specs": []` for `date`
+/// (and at times for other types whose specs are optional): an empty list
+/// reads as no specs; a struct without members is still refused.
+#[test]
+fn an_empty_specs_list_is_no_specs() {
+    let param = |id: &str, dt: Value| json!({"identifier": id, "name": id, "dataType": dt});
+    let doc = service_with(json!([
+        param("At", json!({"type": "date", "specs": []})),
+        param("Count", json!({"type": "int", "specs": []})),
+        param("Ratio", json!({"type": "float", "specs": []})),
+        param("Big", json!({"type": "double", "specs": []})),
+        param("Label", json!({"type": "text", "specs": []})),
+    ]));
+    assert_eq!(problems(&doc), Vec::<String>::new());
+    let model = check(&doc).unwrap();
+    let compiled = thingcall_tsl::CompiledModel::compile(model).unwrap();
+    let service = compiled.service("S").unwrap();
+    assert!(
+        service
+            .validate_args_str(r#"{"At":"1700000000000","Count":3,"Label":"x"}"#)
+            .is_ok()
+    );
+    let empty_struct = service_with(json!([param("S", json!({"type": "struct", "specs": []}))]));
+    assert!(
+        problems(&empty_struct)
+            .iter()
+            .any(|p| p.contains("at least one member")),
+        "{:?}",
+        problems(&empty_struct)
+    );
+    let empty_enum = service_with(json!([param("E", json!({"type": "enum", "specs": []}))]));
+    assert!(!problems(&empty_enum).is_empty());
+}
