@@ -419,11 +419,27 @@ fn print_registered(output: Output, done: &[RegisterDeviceData]) {
     }
 }
 
+/// What `thingcall device detail|status|delete|disable|enable` does to one
+/// device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeviceAction {
+    /// `QueryDeviceDetail`.
+    Detail,
+    /// `GetDeviceStatus`.
+    Status,
+    /// `DeleteDevice`.
+    Delete,
+    /// `DisableThing`.
+    Disable,
+    /// `EnableThing`.
+    Enable,
+}
+
 /// `thingcall device detail|status|delete|disable|enable`.
-pub(crate) fn device_action(kind: &str, api: ApiArgs, dev: DeviceArgs) -> Outcome {
+pub(crate) fn device_action(action: DeviceAction, api: ApiArgs, dev: DeviceArgs) -> Outcome {
     let device = dev.device_ref()?;
-    match kind {
-        "detail" => {
+    match action {
+        DeviceAction::Detail => {
             let Data(d) = ok_or_exit!(call(&api, &QueryDeviceDetail::new(device)));
             let rows = [
                 ("IotId", d.iot_id.clone()),
@@ -440,7 +456,7 @@ pub(crate) fn device_action(kind: &str, api: ApiArgs, dev: DeviceArgs) -> Outcom
                 "Nickname": d.nickname, "IpAddress": d.ip_address, "UtcCreate": d.utc_create, "UtcActive": d.utc_active, "UtcOnline": d.utc_online});
             show(api.output, &rows, value);
         }
-        "status" => {
+        DeviceAction::Status => {
             let Data(s) = ok_or_exit!(call(&api, &GetDeviceStatus::new(device)));
             show(
                 api.output,
@@ -454,7 +470,7 @@ pub(crate) fn device_action(kind: &str, api: ApiArgs, dev: DeviceArgs) -> Outcom
                 json!({"Status": s.status.as_str(), "Timestamp": s.timestamp}),
             );
         }
-        "delete" => {
+        DeviceAction::Delete => {
             ok_or_exit!(call(&api, &DeleteDevice::new(device)));
             show(
                 api.output,
@@ -462,7 +478,7 @@ pub(crate) fn device_action(kind: &str, api: ApiArgs, dev: DeviceArgs) -> Outcom
                 json!({"Deleted": true}),
             );
         }
-        "disable" => {
+        DeviceAction::Disable => {
             ok_or_exit!(call(&api, &DisableThing::new(device)));
             show(
                 api.output,
@@ -470,7 +486,7 @@ pub(crate) fn device_action(kind: &str, api: ApiArgs, dev: DeviceArgs) -> Outcom
                 json!({"Status": "DISABLE"}),
             );
         }
-        _ => {
+        DeviceAction::Enable => {
             ok_or_exit!(call(&api, &EnableThing::new(device)));
             show(
                 api.output,

@@ -8,6 +8,7 @@ use thingcall_sign::SignMethod;
 use thingcall_sign::device::{MqttClientId, password, password_content, username};
 
 use super::Outcome;
+use super::api::DeviceAction;
 
 #[derive(Subcommand)]
 pub(crate) enum DeviceCommand {
@@ -122,11 +123,11 @@ impl DeviceCommand {
             DeviceCommand::Credentials(a) => credentials(a),
             DeviceCommand::Simulate(a) => crate::cmd::simulate::run(a),
             DeviceCommand::Register(a) => super::api::register(a),
-            DeviceCommand::Detail(t) => super::api::device_action("detail", t.api, t.device),
-            DeviceCommand::Status(t) => super::api::device_action("status", t.api, t.device),
-            DeviceCommand::Delete(t) => super::api::device_action("delete", t.api, t.device),
-            DeviceCommand::Disable(t) => super::api::device_action("disable", t.api, t.device),
-            DeviceCommand::Enable(t) => super::api::device_action("enable", t.api, t.device),
+            DeviceCommand::Detail(t) => super::api::device_action(DeviceAction::Detail, t.api, t.device),
+            DeviceCommand::Status(t) => super::api::device_action(DeviceAction::Status, t.api, t.device),
+            DeviceCommand::Delete(t) => super::api::device_action(DeviceAction::Delete, t.api, t.device),
+            DeviceCommand::Disable(t) => super::api::device_action(DeviceAction::Disable, t.api, t.device),
+            DeviceCommand::Enable(t) => super::api::device_action(DeviceAction::Enable, t.api, t.device),
         }
     }
 }
