@@ -70,6 +70,14 @@ pub struct GatewayConfig {
     /// QoS 1 messages kept for an offline persistent session; beyond this,
     /// deliveries are refused with [`TransportError::QueueFull`].
     pub offline_queue: usize,
+    /// How long a write to a device may make no progress before the
+    /// connection is closed (the device stopped reading its socket).
+    pub write_stall_timeout: Duration,
+    /// When set, a CONNECT's signed `timestamp` must be within this much of
+    /// the gateway's clock (seconds or milliseconds since the epoch), so a
+    /// captured CONNECT cannot be replayed later. Alibaba checks no window
+    /// (and the C SDK signs a constant), so this is off by default.
+    pub timestamp_window: Option<Duration>,
 }
 
 impl Default for GatewayConfig {
@@ -82,6 +90,8 @@ impl Default for GatewayConfig {
             outbound_queue: 1024,
             max_inflight: 128,
             offline_queue: 1000,
+            write_stall_timeout: Duration::from_secs(20),
+            timestamp_window: None,
         }
     }
 }

@@ -29,6 +29,9 @@ counters!(
     sessions_kicked,
     /// Connections dropped after 1.5x their keepalive without a packet.
     keepalive_timeouts,
+    /// Connections closed because a write made no progress for the
+    /// configured bound (the device stopped reading its socket).
+    write_stalls,
     /// SUBSCRIBE filters refused by the topic ACL (SUBACK 0x80).
     acl_denied_subscribes,
     /// PUBLISHes outside the device's namespace (dropped, connection closed).

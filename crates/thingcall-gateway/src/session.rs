@@ -1,6 +1,6 @@
 //! One device connection: CONNECT, authentication, then the packet loop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use rumqttc::mqttbytes::v4::{
     SubscribeReasonCode, UnsubAck, Unsubscribe,
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
-use thingcall_core::{AlinkReply, DeviceName, ProductKey, Topic};
+use thingcall_core::{AlinkReply, DeviceName, ProductKey, Topic, UnixMillis};
 use thingcall_sign::device::{MqttClientId, parse_username, verify_password};
 use thingcall_transport::{DeviceKey, DeviceReply, PresenceEvent, ReplyVia, TransportEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,9 +30,59 @@ const REPLACED_BY_NEW_LOGIN: &str = "kicked by a new login";
 
 /// Why a connection ended, for logs and presence events.
 enum End {
+    /// The device closed the connection or sent DISCONNECT.
     Closed(&'static str),
+    /// The gateway closed it: a new login, a disabled device, shutdown.
     Kicked(String),
+    /// No packet for 1.5 x the keepalive.
+    KeepaliveTimeout,
+    /// A write made no progress for the configured bound: the device stopped
+    /// reading.
+    Stalled,
+    /// A protocol or socket error.
     Error(String),
+}
+
+impl End {
+    /// The reason reported in logs and presence events.
+    fn reason(self) -> String {
+        match self {
+            End::Closed(r) => r.to_owned(),
+            End::Kicked(r) => r,
+            End::KeepaliveTimeout => "keepalive timeout".to_owned(),
+            End::Stalled => "stopped reading (write stalled)".to_owned(),
+            End::Error(e) => format!("error: {e}"),
+        }
+    }
+}
+
+/// What a session watches besides the socket: the kick signal and the
+/// keepalive deadline. A write that waits for the device to read watches
+/// them too, so neither a kick nor a silent device can be held up by a
+/// peer that stopped reading.
+struct Watch {
+    kick: watch::Receiver<Option<String>>,
+    /// When the connection is dropped unless a byte arrives first.
+    deadline: Instant,
+    /// 1.5 x the keepalive.
+    silence: Duration,
+    /// How long a write may make no progress.
+    stall: Duration,
+}
+
+impl Watch {
+    fn heard(&mut self) {
+        self.deadline = Instant::now() + self.silence;
+    }
+
+    fn kicked(&self) -> End {
+        End::Kicked(
+            self.kick
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| "kicked".to_owned()),
+        )
+    }
 }
 
 struct Conn {
@@ -65,12 +115,86 @@ impl Conn {
         }
     }
 
-    async fn send(&mut self, packet: Packet) -> std::io::Result<()> {
+    fn encode(&mut self, packet: Packet) -> Result<(), End> {
         self.out.clear();
         packet
             .write(&mut self.out, usize::MAX)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-        self.wr.write_all(&self.out).await
+            .map(|_| ())
+            .map_err(|e| End::Error(e.to_string()))
+    }
+
+    /// Writes a packet before the session exists (CONNACK), within `limit`.
+    async fn send_within(&mut self, packet: Packet, limit: Duration) -> Result<(), End> {
+        self.encode(packet)?;
+        match tokio::time::timeout(limit, self.wr.write_all(&self.out)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Error(e.to_string())),
+            Err(_) => Err(End::Stalled),
+        }
+    }
+
+    /// Writes a packet of a running session. Most writes fit the socket
+    /// buffer and finish at once; one that has to wait for the device to
+    /// read keeps reading (so the device's own packets still count as signs
+    /// of life) and gives up on a kick, on the keepalive deadline, or when
+    /// no byte was taken for `watch.stall`.
+    async fn send(&mut self, packet: Packet, watch: &mut Watch) -> Result<(), End> {
+        self.encode(packet)?;
+        let Conn {
+            rd,
+            wr,
+            buf,
+            out,
+            max_packet,
+        } = self;
+        let mut at = match wr.try_write(out) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(End::Error(e.to_string())),
+        };
+        let mut stall_at = Instant::now() + watch.stall;
+        // Reading goes on while the write waits, but only up to two packets'
+        // worth: a device that floods and never reads is not buffered
+        // without bound.
+        let room = max_packet.saturating_mul(2);
+        while at < out.len() {
+            tokio::select! {
+                biased;
+                _ = watch.kick.changed() => return Err(watch.kicked()),
+                _ = tokio::time::sleep_until(watch.deadline) => return Err(End::KeepaliveTimeout),
+                _ = tokio::time::sleep_until(stall_at) => return Err(End::Stalled),
+                read = rd.read_buf(buf), if buf.len() < room => match read {
+                    Ok(0) => return Err(End::Closed("connection closed by the device")),
+                    Ok(_) => watch.heard(),
+                    Err(e) => return Err(End::Error(e.to_string())),
+                },
+                written = wr.write(&out[at..]) => match written {
+                    Ok(0) => return Err(End::Error("the socket accepts no more bytes".to_owned())),
+                    Ok(n) => {
+                        at += n;
+                        stall_at = Instant::now() + watch.stall;
+                    }
+                    Err(e) => return Err(End::Error(e.to_string())),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the connection: gracefully when the device ended it, else at
+    /// once with a reset, so that bytes the device never read cannot keep
+    /// the connection alive in the kernel.
+    async fn close(self, graceful: bool) {
+        let Conn { rd, mut wr, .. } = self;
+        if graceful {
+            let _ = wr.shutdown().await;
+            return;
+        }
+        if let Ok(stream) = rd.reunite(wr)
+            && let Err(e) = stream.set_zero_linger()
+        {
+            tracing::debug!(error = %e, "cannot set SO_LINGER 0; the close may linger");
+        }
     }
 }
 
@@ -115,7 +239,8 @@ pub(crate) async fn run(inner: Arc<Inner>, stream: TcpStream, addr: SocketAddr) 
         Err(code) => {
             GatewayMetrics::inc(&inner.metrics.connects_refused);
             tracing::info!(%addr, client_id = %connect.client_id, code = ?code, "CONNECT refused");
-            let _ = conn.send(Packet::ConnAck(ConnAck::new(code, false))).await;
+            let ack = Packet::ConnAck(ConnAck::new(code, false));
+            let _ = conn.send_within(ack, inner.config.connect_timeout).await;
             return;
         }
     };
@@ -160,11 +285,34 @@ async fn authenticate(inner: &Inner, connect: &Connect) -> Result<Auth, ConnectR
     if !ok {
         return Err(ConnectReturnCode::BadUserNamePassword);
     }
+    if let Some(window) = cfg.timestamp_window
+        && !fresh(client_id.timestamp(), inner.clock.now(), window)
+    {
+        tracing::info!(%device, timestamp = ?client_id.timestamp(), "CONNECT timestamp outside the accepted window");
+        return Err(ConnectReturnCode::BadUserNamePassword);
+    }
     // Disabled is only revealed to a device that proved it holds the secret.
     if !enabled {
         return Err(ConnectReturnCode::NotAuthorized);
     }
     Ok(Auth { device, client_id })
+}
+
+/// Whether a CONNECT's signed timestamp is within `window` of `now`. The
+/// SDKs disagree on its unit (linkkit sends seconds, the Node SDK and the
+/// documentation milliseconds): a value below 10^11 is read as seconds,
+/// anything larger as milliseconds. No timestamp is not fresh.
+fn fresh(timestamp: Option<&str>, now: UnixMillis, window: Duration) -> bool {
+    let Some(value) = timestamp.and_then(|t| t.parse::<i64>().ok()) else {
+        return false;
+    };
+    let ms = if value < 100_000_000_000 {
+        value.saturating_mul(1000)
+    } else {
+        value
+    };
+    let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    now.get().saturating_sub(ms).saturating_abs() <= window
 }
 
 fn packet_name(p: &Packet) -> &'static str {
@@ -236,7 +384,7 @@ async fn session(
     let ext_rrpc = auth.client_id.ext_rrpc();
     let generation = inner.generation();
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(inner.config.outbound_queue);
-    let (kick_tx, mut kick_rx) = watch::channel::<Option<String>>(None);
+    let (kick_tx, kick_rx) = watch::channel::<Option<String>>(None);
 
     // Restore or discard the stored session, then take the device's place,
     // kicking whoever held it.
@@ -269,14 +417,17 @@ async fn session(
         let _ = prev.kick.send(Some(REPLACED_BY_NEW_LOGIN.to_owned()));
     }
 
-    if conn
-        .send(Packet::ConnAck(ConnAck::new(
-            ConnectReturnCode::Success,
-            session_present,
-        )))
-        .await
-        .is_err()
-    {
+    let silence = Duration::from_millis(u64::from(connect.keep_alive) * 1500);
+    let mut watch = Watch {
+        kick: kick_rx,
+        deadline: Instant::now() + silence,
+        silence,
+        stall: inner.config.write_stall_timeout,
+    };
+    let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present));
+    if let Err(end) = conn.send(connack, &mut watch).await {
+        count_end(&inner, &end);
+        conn.close(false).await;
         cleanup(
             &inner,
             &device,
@@ -295,39 +446,36 @@ async fn session(
     presence(&inner, &device, true, addr, "connect".to_owned()).await;
 
     let mut inflight = Inflight::new();
-    let mut backlog: Vec<Outgoing> = stored.queued.into_iter().collect();
+    let mut backlog: VecDeque<Outgoing> = stored.queued;
     if !backlog.is_empty() {
         tracing::info!(%device, count = backlog.len(), "delivering messages kept while offline");
     }
-    let silence = Duration::from_millis(u64::from(connect.keep_alive) * 1500);
-    let mut deadline = Instant::now() + silence;
 
     let end = 'conn: loop {
         // Messages kept while offline go first, in order.
-        while inflight.by_pkid.len() < inner.config.max_inflight && !backlog.is_empty() {
-            let mut msg = backlog.remove(0);
+        while inflight.by_pkid.len() < inner.config.max_inflight {
+            let Some(mut msg) = backlog.pop_front() else {
+                break;
+            };
             msg.dup = true;
             GatewayMetrics::inc(&inner.metrics.messages_redelivered);
-            if let Err(e) = send_publish(&inner, &mut conn, &mut inflight, msg).await {
-                break 'conn End::Error(e.to_string());
+            if let Err(end) = send_publish(&inner, &mut conn, &mut watch, &mut inflight, msg).await {
+                break 'conn end;
             }
         }
         tokio::select! {
             biased;
-            _ = kick_rx.changed() => {
-                let reason = kick_rx.borrow().clone().unwrap_or_else(|| "kicked".to_owned());
-                break End::Kicked(reason);
-            }
+            _ = watch.kick.changed() => break watch.kicked(),
             read = conn.rd.read_buf(&mut conn.buf) => {
                 match read {
                     Ok(0) => break End::Closed("connection closed by the device"),
-                    Ok(_) => deadline = Instant::now() + silence,
+                    Ok(_) => watch.heard(),
                     Err(e) => break End::Error(e.to_string()),
                 }
                 loop {
                     match conn.try_parse() {
                         Ok(Some(packet)) => {
-                            if let Err(end) = handle_packet(&inner, &mut conn, &device, &filters, &mut inflight, packet).await {
+                            if let Err(end) = handle_packet(&inner, &mut conn, &mut watch, &device, &filters, &mut inflight, packet).await {
                                 break 'conn end;
                             }
                         }
@@ -342,26 +490,21 @@ async fn session(
             }
             msg = out_rx.recv(), if inflight.by_pkid.len() < inner.config.max_inflight => {
                 let Some(msg) = msg else { break End::Closed("session replaced") };
-                if let Err(e) = send_publish(&inner, &mut conn, &mut inflight, msg).await {
-                    break End::Error(e.to_string());
+                if let Err(end) = send_publish(&inner, &mut conn, &mut watch, &mut inflight, msg).await {
+                    break end;
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {
-                GatewayMetrics::inc(&inner.metrics.keepalive_timeouts);
-                break End::Closed("keepalive timeout");
-            }
+            _ = tokio::time::sleep_until(watch.deadline) => break End::KeepaliveTimeout,
         }
     };
+    count_end(&inner, &end);
 
     // A session replaced by a new login of the same device reports no
     // offline event: the device is still online through the new session.
     let replaced = matches!(&end, End::Kicked(r) if r == REPLACED_BY_NEW_LOGIN);
-    let reason = match end {
-        End::Closed(r) => r.to_owned(),
-        End::Kicked(r) => r,
-        End::Error(e) => format!("error: {e}"),
-    };
-    let _ = conn.wr.shutdown().await;
+    let graceful = matches!(end, End::Closed(_));
+    let reason = end.reason();
+    conn.close(graceful).await;
     let mut unacked: Vec<Outgoing> = inflight.by_pkid.into_values().collect();
     unacked.extend(backlog);
     cleanup(
@@ -376,6 +519,15 @@ async fn session(
         (!replaced).then_some((addr, reason)),
     )
     .await;
+}
+
+/// Counts the ends that the gateway's metrics track.
+fn count_end(inner: &Inner, end: &End) {
+    match end {
+        End::KeepaliveTimeout => GatewayMetrics::inc(&inner.metrics.keepalive_timeouts),
+        End::Stalled => GatewayMetrics::inc(&inner.metrics.write_stalls),
+        _ => {}
+    }
 }
 
 /// Removes the session (unless a newer login replaced it), keeps a
@@ -447,9 +599,10 @@ async fn presence(
 async fn send_publish(
     inner: &Inner,
     conn: &mut Conn,
+    watch: &mut Watch,
     inflight: &mut Inflight,
     msg: Outgoing,
-) -> std::io::Result<()> {
+) -> Result<(), End> {
     let mut publish = Publish::from_bytes(msg.topic.clone(), msg.qos, msg.payload.clone());
     publish.dup = msg.dup;
     if msg.qos == QoS::AtLeastOnce {
@@ -457,7 +610,7 @@ async fn send_publish(
         publish.pkid = pkid;
         inflight.by_pkid.insert(pkid, msg);
     }
-    conn.send(Packet::Publish(publish)).await?;
+    conn.send(Packet::Publish(publish), watch).await?;
     GatewayMetrics::inc(&inner.metrics.messages_sent);
     Ok(())
 }
@@ -465,27 +618,23 @@ async fn send_publish(
 async fn handle_packet(
     inner: &Inner,
     conn: &mut Conn,
+    watch: &mut Watch,
     device: &DeviceKey,
     filters: &Filters,
     inflight: &mut Inflight,
     packet: Packet,
 ) -> Result<(), End> {
-    let io = |e: std::io::Error| End::Error(e.to_string());
     match packet {
-        Packet::PingReq => conn.send(Packet::PingResp).await.map_err(io),
+        Packet::PingReq => conn.send(Packet::PingResp, watch).await,
         Packet::PubAck(ack) => {
             inflight.by_pkid.remove(&ack.pkid);
             Ok(())
         }
-        Packet::Publish(publish) => handle_publish(inner, conn, device, publish).await,
-        Packet::Subscribe(sub) => handle_subscribe(inner, conn, device, filters, sub)
-            .await
-            .map_err(io),
+        Packet::Publish(publish) => handle_publish(inner, conn, watch, device, publish).await,
+        Packet::Subscribe(sub) => handle_subscribe(inner, conn, watch, device, filters, sub).await,
         Packet::Unsubscribe(Unsubscribe { pkid, topics }) => {
             lock(filters).retain(|(f, _)| !topics.contains(f));
-            conn.send(Packet::UnsubAck(UnsubAck { pkid }))
-                .await
-                .map_err(io)
+            conn.send(Packet::UnsubAck(UnsubAck { pkid }), watch).await
         }
         Packet::Disconnect => Err(End::Closed("DISCONNECT")),
         other => {
@@ -499,10 +648,11 @@ async fn handle_packet(
 async fn handle_subscribe(
     inner: &Inner,
     conn: &mut Conn,
+    watch: &mut Watch,
     device: &DeviceKey,
     filters: &Filters,
     sub: Subscribe,
-) -> std::io::Result<()> {
+) -> Result<(), End> {
     let mut codes = Vec::with_capacity(sub.filters.len());
     for f in sub.filters {
         if acl::may_subscribe(device, &f.path) {
@@ -522,13 +672,14 @@ async fn handle_subscribe(
             codes.push(SubscribeReasonCode::Failure);
         }
     }
-    conn.send(Packet::SubAck(SubAck::new(sub.pkid, codes)))
+    conn.send(Packet::SubAck(SubAck::new(sub.pkid, codes)), watch)
         .await
 }
 
 async fn handle_publish(
     inner: &Inner,
     conn: &mut Conn,
+    watch: &mut Watch,
     device: &DeviceKey,
     publish: Publish,
 ) -> Result<(), End> {
@@ -545,9 +696,8 @@ async fn handle_publish(
         ));
     }
     if publish.qos == QoS::AtLeastOnce {
-        conn.send(Packet::PubAck(PubAck::new(publish.pkid)))
-            .await
-            .map_err(|e| End::Error(e.to_string()))?;
+        conn.send(Packet::PubAck(PubAck::new(publish.pkid)), watch)
+            .await?;
     }
     let via_and_id = match Topic::parse(&publish.topic) {
         Ok(Topic::RrpcResponse { message_id, .. }) | Ok(Topic::ExtRrpc { message_id, .. }) => {

@@ -606,3 +606,75 @@ async fn disconnect_closes_the_session_and_reports_presence() {
         Err(TransportError::Offline)
     );
 }
+
+/// Credentials that sign `timestamp` (in whatever unit the SDK uses).
+fn creds_at(name: &str, timestamp: Option<&str>) -> Credentials {
+    use thingcall_sign::device::{MqttClientId, password, password_content, username};
+    let device = dev(name);
+    let (pk, dn) = (device.product_key.as_str(), device.device_name.as_str());
+    let bare = format!("{pk}&{dn}");
+    let mut id = MqttClientId::new(bare.as_str())
+        .with("securemode", "3")
+        .with("signmethod", "hmacsha1");
+    if let Some(ts) = timestamp {
+        id = id.with("timestamp", ts);
+    }
+    Credentials {
+        client_id: id.to_string(),
+        username: username(dn, pk),
+        password: password(
+            SignMethod::HmacSha1,
+            SECRET,
+            &password_content(&bare, dn, pk, timestamp),
+        ),
+    }
+}
+
+/// The signed CONNECT timestamp: never checked by default (Alibaba checks
+/// no window, and the C SDK signs a constant from 2050), checked against
+/// the gateway's clock when a window is configured, in seconds or in
+/// milliseconds.
+#[tokio::test]
+async fn connect_timestamps_are_checked_only_when_a_window_is_set() {
+    // The harness clock stands at 1_700_000_000_000 ms.
+    let cases: [(&str, Option<&str>, ConnectReturnCode); 7] = [
+        ("now, ms", Some("1700000000000"), ConnectReturnCode::Success),
+        ("now, s (linkkit)", Some("1700000000"), ConnectReturnCode::Success),
+        ("14 min ago", Some("1699999160000"), ConnectReturnCode::Success),
+        (
+            "20 min ago (a replayed CONNECT)",
+            Some("1699998800000"),
+            ConnectReturnCode::BadUserNamePassword,
+        ),
+        (
+            "the C SDK's constant",
+            Some("2524608000000"),
+            ConnectReturnCode::BadUserNamePassword,
+        ),
+        ("none", None, ConnectReturnCode::BadUserNamePassword),
+        (
+            "not a number",
+            Some("soon"),
+            ConnectReturnCode::BadUserNamePassword,
+        ),
+    ];
+    let open = start(GatewayConfig::default()).await;
+    let strict = start(GatewayConfig {
+        timestamp_window: Some(Duration::from_secs(15 * 60)),
+        ..GatewayConfig::default()
+    })
+    .await;
+    for (what, ts, want) in cases {
+        let c = creds_at("dev1", ts);
+        assert_eq!(
+            connect_with(&open, &c, 60, true).await.0,
+            ConnectReturnCode::Success,
+            "default, {what}"
+        );
+        assert_eq!(
+            connect_with(&strict, &c, 60, true).await.0,
+            want,
+            "15 min window, {what}"
+        );
+    }
+}

@@ -40,6 +40,11 @@ pub(crate) struct ServeArgs {
     /// Create a demo product and device, and run the device in-process.
     #[arg(long)]
     demo: bool,
+    /// Refuse a device CONNECT whose signed `timestamp` is further than this
+    /// from the server's clock (e.g. 15m), so a captured CONNECT cannot be
+    /// replayed. Off by default, as on Alibaba (the C SDK signs a constant).
+    #[arg(long, value_parser = parse_duration)]
+    device_timestamp_window: Option<Duration>,
 }
 
 /// Parses `5s`, `800ms`, `2m` or a bare number of seconds.
@@ -120,7 +125,10 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
                 sync_timeout: a.sync_timeout,
                 ..ServerConfig::default()
             },
-            gateway: Default::default(),
+            gateway: thingcall_gateway::GatewayConfig {
+                timestamp_window: a.device_timestamp_window,
+                ..Default::default()
+            },
             data_dir: a.data_dir.clone(),
             access_key,
         };
