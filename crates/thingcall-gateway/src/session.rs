@@ -459,7 +459,8 @@ async fn session(
             };
             msg.dup = true;
             GatewayMetrics::inc(&inner.metrics.messages_redelivered);
-            if let Err(end) = send_publish(&inner, &mut conn, &mut watch, &mut inflight, msg).await {
+            if let Err(end) = send_publish(&inner, &mut conn, &mut watch, &mut inflight, msg).await
+            {
                 break 'conn end;
             }
         }

@@ -639,8 +639,16 @@ async fn connect_timestamps_are_checked_only_when_a_window_is_set() {
     // The harness clock stands at 1_700_000_000_000 ms.
     let cases: [(&str, Option<&str>, ConnectReturnCode); 7] = [
         ("now, ms", Some("1700000000000"), ConnectReturnCode::Success),
-        ("now, s (linkkit)", Some("1700000000"), ConnectReturnCode::Success),
-        ("14 min ago", Some("1699999160000"), ConnectReturnCode::Success),
+        (
+            "now, s (linkkit)",
+            Some("1700000000"),
+            ConnectReturnCode::Success,
+        ),
+        (
+            "14 min ago",
+            Some("1699999160000"),
+            ConnectReturnCode::Success,
+        ),
         (
             "20 min ago (a replayed CONNECT)",
             Some("1699998800000"),

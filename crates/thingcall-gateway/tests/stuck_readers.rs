@@ -179,10 +179,7 @@ async fn a_new_login_replaces_a_session_blocked_in_a_write() {
     let (ack, _r, _w) = client::connect(&h.addr, client::connect_packet(&creds, 60, true))
         .await
         .unwrap();
-    assert_eq!(
-        ack.code,
-        rumqttc::mqttbytes::v4::ConnectReturnCode::Success
-    );
+    assert_eq!(ack.code, rumqttc::mqttbytes::v4::ConnectReturnCode::Success);
     let took = reset_within(&old, Duration::from_secs(1)).await;
     assert!(
         took.is_some(),

@@ -44,9 +44,12 @@ const FRAME_LIMIT: usize = 64 * 1024 * 1024;
 pub(crate) enum Entry {
     /// A new record.
     Insert(Invocation),
-    /// An outcome for a record.
+    /// An outcome for a record. It applies only to the record of the
+    /// device `iot_id` (a reply completes only the call of the device that
+    /// sent it); entries journaled before that rule carry no device.
     Complete {
         message_id: String,
+        iot_id: Option<String>,
         output: Option<String>,
         code: String,
     },
@@ -85,11 +88,13 @@ impl Entry {
             }
             Entry::Complete {
                 message_id,
+                iot_id,
                 output,
                 code,
             } => {
                 out.extend_from_slice(br#"{"op":"complete""#);
                 field(out, "messageId", Some(message_id));
+                field(out, "iotId", iot_id.as_deref());
                 field(out, "output", output.as_deref());
                 field(out, "code", Some(code));
             }
@@ -146,6 +151,7 @@ impl Entry {
             })),
             Some("complete") => Ok(Entry::Complete {
                 message_id: text("messageId")?,
+                iot_id: optional("iotId")?,
                 output: optional("output")?,
                 code: text("code")?,
             }),
@@ -361,6 +367,7 @@ mod tests {
     fn complete(id: &str) -> Entry {
         Entry::Complete {
             message_id: id.to_owned(),
+            iot_id: Some("dev\u{e9}".to_owned()),
             output: Some("{\"code\":200}".to_owned()),
             code: "200 (late)".to_owned(),
         }

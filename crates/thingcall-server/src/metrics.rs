@@ -28,6 +28,7 @@ pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(String, String), u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     replies: Mutex<BTreeMap<&'static str, u64>>,
+    rejected_replies: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -58,6 +59,11 @@ impl Metrics {
     /// One device reply, by how it was matched.
     pub(crate) fn count_reply(&self, kind: &'static str) {
         *lock(&self.replies).entry(kind).or_default() += 1;
+    }
+
+    /// One device reply that matched no call of that device, by reason.
+    pub(crate) fn count_rejected_reply(&self, reason: &'static str) {
+        *lock(&self.rejected_replies).entry(reason).or_default() += 1;
     }
 
     /// The Prometheus exposition.
@@ -104,11 +110,19 @@ impl Metrics {
             );
         }
         out.push_str(
-            "# HELP thingcall_device_replies_total Device replies by how they were matched.\n",
+            "# HELP thingcall_device_replies_total Device replies that completed a call, by how they were matched.\n",
         );
         out.push_str("# TYPE thingcall_device_replies_total counter\n");
         for (kind, n) in lock(&self.replies).iter() {
             let _ = writeln!(out, "thingcall_device_replies_total{{kind=\"{kind}\"}} {n}");
+        }
+        out.push_str("# HELP thingcall_replies_rejected_total Device replies that matched no call of the device that sent them, by reason.\n");
+        out.push_str("# TYPE thingcall_replies_rejected_total counter\n");
+        for (reason, n) in lock(&self.rejected_replies).iter() {
+            let _ = writeln!(
+                out,
+                "thingcall_replies_rejected_total{{reason=\"{reason}\"}} {n}"
+            );
         }
         out.push_str("# HELP thingcall_devices_online Devices connected now.\n");
         out.push_str("# TYPE thingcall_devices_online gauge\n");

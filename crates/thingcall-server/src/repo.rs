@@ -70,11 +70,14 @@ pub(crate) struct RecordStats {
 pub(crate) trait Records: Send + Sync {
     /// Stores a new record; the handle resolves once it is durable.
     fn record(&self, invocation: Invocation) -> Result<Pending<()>, StoreError>;
-    /// Stores an outcome for a record; the handle resolves once it is
-    /// applied, with false when there is no such record.
+    /// Stores an outcome for the record of device `iot_id` with this
+    /// message id; the handle resolves once it is applied, with false when
+    /// that device has no such record (a reply completes only the call of
+    /// the device that sent it).
     fn complete(
         &self,
         message_id: String,
+        iot_id: String,
         output: Option<String>,
         code: String,
     ) -> Result<Pending<bool>, StoreError>;

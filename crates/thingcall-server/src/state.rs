@@ -132,6 +132,8 @@ pub(crate) struct State {
 /// A sync call waiting for its reply. It carries its record, which is
 /// written once, complete, by whoever settles the call.
 pub(crate) struct PendingCall {
+    /// The device called: only its reply settles the call.
+    device: DeviceKey,
     deadline: UnixMillis,
     record: Invocation,
     tx: oneshot::Sender<Settled>,
@@ -296,7 +298,8 @@ impl State {
                 match code {
                     Some(code) => {
                         tracing::info!(%key, %message_id, code, "async call not delivered");
-                        self.finish(recorded, message_id, None, code).await?;
+                        self.finish(recorded, message_id, &device.iot_id, None, code)
+                            .await?;
                     }
                     None => recorded.wait().await.map_err(system_error)?,
                 }
@@ -315,6 +318,7 @@ impl State {
                     i64::try_from(self.config.sync_timeout.as_millis()).unwrap_or(i64::MAX),
                 );
                 let call = PendingCall {
+                    device: key.clone(),
                     deadline,
                     record,
                     tx,
@@ -476,13 +480,16 @@ impl State {
     fn submit_completion(
         &self,
         message_id: MessageId,
+        iot_id: &str,
         output: Option<String>,
         code: &str,
     ) -> Option<Pending<bool>> {
-        match self
-            .records
-            .complete(message_id.to_string(), output, code.to_owned())
-        {
+        match self.records.complete(
+            message_id.to_string(),
+            iot_id.to_owned(),
+            output,
+            code.to_owned(),
+        ) {
             Ok(p) => Some(p),
             Err(e) => {
                 tracing::error!(%message_id, error = %e, "cannot record the invocation's outcome");
@@ -497,10 +504,11 @@ impl State {
         &self,
         recorded: Pending<()>,
         message_id: MessageId,
+        iot_id: &str,
         output: Option<String>,
         code: &str,
     ) -> Result<(), ApiError> {
-        let completed = self.submit_completion(message_id, output, code);
+        let completed = self.submit_completion(message_id, iot_id, output, code);
         recorded.wait().await.map_err(system_error)?;
         if let Some(c) = completed {
             c.wait().await.map_err(system_error)?;
@@ -538,29 +546,53 @@ impl State {
         }
     }
 
+    /// Matches a device reply to its call by (device, message id): a reply
+    /// completes only the call of the device that sent it. Anything else is
+    /// ignored, logged at debug level (a device that guesses ids would
+    /// flood the log) and counted.
     async fn on_reply(self: &Arc<Self>, reply: DeviceReply) {
         let Some(message_id) = reply.message_id else {
-            self.metrics.count_reply("uncorrelated");
-            tracing::warn!(device = %reply.device, id = %reply.reply.id, "reply without a platform message id; dropped");
+            self.reject_reply(&reply, "no_message_id");
             return;
         };
         let mut table = lock(&self.pending);
-        if let Some(call) = table.remove(&message_id) {
-            self.settle(call, Ok(reply));
-            drop(table);
-            self.metrics.count_reply("sync");
-            return;
+        match table.get(&message_id) {
+            Some(call) if call.device == reply.device => {
+                if let Some(call) = table.remove(&message_id) {
+                    self.settle(call, Ok(reply));
+                }
+                drop(table);
+                self.metrics.count_reply("sync");
+                return;
+            }
+            Some(_) => {
+                drop(table);
+                self.reject_reply(&reply, "other_device");
+                return;
+            }
+            None => {}
         }
         // An async reply, or a sync reply after its call timed out: complete
         // the record so nothing the device said is lost. The update is
         // queued under the table's lock, so it follows a timed-out call's
         // record.
+        let iot_id = read(&self.catalog)
+            .device_by_name(
+                reply.device.product_key.as_str(),
+                reply.device.device_name.as_str(),
+            )
+            .map(|d| d.iot_id.clone());
+        let Some(iot_id) = iot_id else {
+            drop(table);
+            self.reject_reply(&reply, "unknown_device");
+            return;
+        };
         let late = matches!(reply.via, ReplyVia::Rrpc);
         let (output, code) = recorded_reply(&reply);
         let code_for_late = if late { format!("{code} (late)") } else { code };
-        let pending = self
-            .records
-            .complete(message_id.to_string(), Some(output), code_for_late);
+        let pending =
+            self.records
+                .complete(message_id.to_string(), iot_id, Some(output), code_for_late);
         drop(table);
         // The write is followed on its own task: the event loop must keep
         // pace with the devices, not with the disk.
@@ -577,13 +609,15 @@ impl State {
                         .count_reply(if late { "late" } else { "async" });
                     tracing::debug!(device = %reply.device, %message_id, code = reply.reply.code, late, "reply recorded");
                 }
-                Ok(false) => {
-                    state.metrics.count_reply("unknown");
-                    tracing::warn!(device = %reply.device, %message_id, "reply for an unknown message id; dropped");
-                }
+                Ok(false) => state.reject_reply(&reply, "unknown_call"),
                 Err(e) => tracing::error!(%message_id, error = %e, "cannot record a reply"),
             }
         });
+    }
+
+    fn reject_reply(&self, reply: &DeviceReply, reason: &'static str) {
+        self.metrics.count_rejected_reply(reason);
+        tracing::debug!(device = %reply.device, message_id = ?reply.message_id, id = %reply.reply.id, reason, "device reply ignored");
     }
 
     async fn on_presence(&self, p: PresenceEvent) {

@@ -418,9 +418,10 @@ fn copy_entry(conn: &Connection, entry: &Entry, replay: bool) -> rusqlite::Resul
         }
         Entry::Complete {
             message_id,
+            iot_id,
             output,
             code,
-        } => complete_invocation(conn, message_id, output.as_deref(), code),
+        } => complete_invocation(conn, message_id, iot_id.as_deref(), output.as_deref(), code),
     }
 }
 
@@ -990,22 +991,27 @@ pub(crate) fn insert_invocation(conn: &Connection, i: &Invocation) -> rusqlite::
     .map(|n| n > 0)
 }
 
-/// Sets the outcome of an invocation; false when there is no such record.
+/// Sets the outcome of an invocation of device `iot_id`; false when that
+/// device has no record with this message id (an id of another device's
+/// call completes nothing). `None` matches any device: only outcomes
+/// journaled before replies were bound to devices carry none.
 pub(crate) fn complete_invocation(
     conn: &Connection,
     message_id: &str,
+    iot_id: Option<&str>,
     output: Option<&str>,
     code: &str,
 ) -> rusqlite::Result<bool> {
     let mut stmt = conn.prepare_cached(
-        "UPDATE invocations SET output = COALESCE(?2, output), code = ?3 WHERE message_id = ?1",
+        "UPDATE invocations SET output = COALESCE(?2, output), code = ?3
+         WHERE message_id = ?1 AND (?4 IS NULL OR iot_id = ?4)",
     )?;
     // An id that is no integer key (a device can send any digits) names
     // no record.
     let Ok(key) = message_key(message_id) else {
         return Ok(false);
     };
-    Ok(stmt.execute(params![key, output, code])? > 0)
+    Ok(stmt.execute(params![key, output, code, iot_id])? > 0)
 }
 
 fn row_to_invocation(r: &rusqlite::Row<'_>) -> rusqlite::Result<Invocation> {
@@ -1121,12 +1127,14 @@ impl crate::repo::Records for Store {
     fn complete(
         &self,
         message_id: String,
+        iot_id: String,
         output: Option<String>,
         code: String,
     ) -> Result<Pending<bool>, StoreError> {
         let (tx, rx) = oneshot::channel();
         let entry = Entry::Complete {
             message_id,
+            iot_id: Some(iot_id),
             output,
             code,
         };
@@ -1253,7 +1261,12 @@ mod tests {
         assert_eq!(rows[0].message_id, "1700000000000000001");
         assert_eq!(rows[0].output.as_deref(), Some("{\"ok\":1}"));
         let done = store
-            .complete("1700000000000000001".to_owned(), None, "500".to_owned())
+            .complete(
+                "1700000000000000001".to_owned(),
+                "dev".to_owned(),
+                None,
+                "500".to_owned(),
+            )
             .unwrap();
         assert!(
             done.wait().await.unwrap(),
@@ -1303,15 +1316,25 @@ mod tests {
         let update = store
             .complete(
                 "2".to_owned(),
+                "dev".to_owned(),
                 Some("{\"x\":1}".to_owned()),
                 "201".to_owned(),
             )
             .unwrap();
         let missing = store
-            .complete("3".to_owned(), None, "200".to_owned())
+            .complete("3".to_owned(), "dev".to_owned(), None, "200".to_owned())
+            .unwrap();
+        // Record 1 exists, but it is not this device's.
+        let foreign = store
+            .complete("1".to_owned(), "other".to_owned(), None, "500".to_owned())
             .unwrap();
         let huge = store
-            .complete("99999999999999999999".to_owned(), None, "200".to_owned())
+            .complete(
+                "99999999999999999999".to_owned(),
+                "dev".to_owned(),
+                None,
+                "200".to_owned(),
+            )
             .unwrap();
         assert!(first.wait().await.is_ok());
         assert_eq!(good.wait().await.unwrap(), 1);
@@ -1320,6 +1343,10 @@ mod tests {
         assert!(second.wait().await.is_ok());
         assert!(update.wait().await.unwrap());
         assert!(!missing.wait().await.unwrap());
+        assert!(
+            !foreign.wait().await.unwrap(),
+            "another device's outcome completes nothing"
+        );
         assert!(
             !huge.wait().await.unwrap(),
             "an id beyond i64 names no record"
@@ -1397,6 +1424,7 @@ mod tests {
         store.close();
         let late = Entry::Complete {
             message_id: "1".to_owned(),
+            iot_id: Some("dev".to_owned()),
             output: Some("{\"code\":200}".to_owned()),
             code: "200 (late)".to_owned(),
         };

@@ -123,11 +123,21 @@ impl DeviceCommand {
             DeviceCommand::Credentials(a) => credentials(a),
             DeviceCommand::Simulate(a) => crate::cmd::simulate::run(a),
             DeviceCommand::Register(a) => super::api::register(a),
-            DeviceCommand::Detail(t) => super::api::device_action(DeviceAction::Detail, t.api, t.device),
-            DeviceCommand::Status(t) => super::api::device_action(DeviceAction::Status, t.api, t.device),
-            DeviceCommand::Delete(t) => super::api::device_action(DeviceAction::Delete, t.api, t.device),
-            DeviceCommand::Disable(t) => super::api::device_action(DeviceAction::Disable, t.api, t.device),
-            DeviceCommand::Enable(t) => super::api::device_action(DeviceAction::Enable, t.api, t.device),
+            DeviceCommand::Detail(t) => {
+                super::api::device_action(DeviceAction::Detail, t.api, t.device)
+            }
+            DeviceCommand::Status(t) => {
+                super::api::device_action(DeviceAction::Status, t.api, t.device)
+            }
+            DeviceCommand::Delete(t) => {
+                super::api::device_action(DeviceAction::Delete, t.api, t.device)
+            }
+            DeviceCommand::Disable(t) => {
+                super::api::device_action(DeviceAction::Disable, t.api, t.device)
+            }
+            DeviceCommand::Enable(t) => {
+                super::api::device_action(DeviceAction::Enable, t.api, t.device)
+            }
         }
     }
 }
