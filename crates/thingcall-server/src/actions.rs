@@ -8,7 +8,8 @@ use thingcall_wire::{Action, ApiRequest, Data, Format, Response, ResponseBody, e
 
 use crate::catalog::{Device, ModelVersion, Product, gmt_utc};
 use crate::ids::alnum;
-use crate::state::{State, device_key, read, unresolved, write};
+use crate::repo::Change;
+use crate::state::{State, device_key, read, unresolved};
 
 /// The most model versions kept per product (Alibaba keeps 10).
 const KEPT_VERSIONS: usize = 10;
@@ -220,8 +221,7 @@ async fn create_product(
         modules: Default::default(),
     };
     state
-        .registry
-        .insert_product(product.clone())
+        .change(Change::InsertProduct(product.clone()))
         .await
         .map_err(conflict(ErrorCode::AlreadyExistedProductName))?;
     let data = CreateProductData {
@@ -236,9 +236,6 @@ async fn create_product(
         auth_type: Some(product.auth_type.clone()),
         id2: Some(false),
     };
-    write(&state.catalog)
-        .products
-        .insert(product_key.clone(), product);
     Ok(ok(
         CreateProduct::NAME,
         format,
@@ -304,19 +301,14 @@ async fn delete_product(
 ) -> Result<String, ApiError> {
     let p = product(state, r.product_key.as_str())?;
     let now = state.now().get();
-    state
-        .registry
-        .delete_product(p.product_key.clone(), now)
+    let applied = state
+        .change(Change::DeleteProduct {
+            product_key: p.product_key.clone(),
+            at: now,
+        })
         .await
         .map_err(system)?;
-    let removed: Vec<Device> = {
-        let mut c = write(&state.catalog);
-        c.products.remove(&p.product_key);
-        let ids = c.devices_of(&p.product_key);
-        ids.iter().filter_map(|id| c.remove_device(id)).collect()
-    };
-    state.models.invalidate(&p.product_key);
-    for d in removed {
+    for d in applied.removed {
         if let Ok(key) = device_key(&d) {
             state.transport.disconnect(&key, "product deleted").await;
         }
@@ -376,8 +368,7 @@ async fn register_device(
         online: false,
     };
     state
-        .registry
-        .insert_device(device.clone())
+        .change(Change::InsertDevice(device.clone()))
         .await
         .map_err(conflict(ErrorCode::AlreadyExistedDeviceName))?;
     let data = RegisterDeviceData {
@@ -389,7 +380,6 @@ async fn register_device(
         dev_eui: None,
         join_eui: None,
     };
-    write(&state.catalog).insert_device(device);
     Ok(ok(RegisterDevice::NAME, format, rid, Data(data)))
 }
 
@@ -454,11 +444,14 @@ async fn delete_device(
     let d = resolve(state, r)?;
     let now = state.now().get();
     state
-        .registry
-        .delete_device(d.clone(), now)
+        .change(Change::DeleteDevice {
+            iot_id: d.iot_id.clone(),
+            product_key: d.product_key.clone(),
+            device_name: d.device_name.clone(),
+            at: now,
+        })
         .await
         .map_err(system)?;
-    write(&state.catalog).remove_device(&d.iot_id);
     if let Ok(key) = device_key(&d) {
         state.transport.disconnect(&key, "device deleted").await;
     }
@@ -473,22 +466,18 @@ async fn set_enabled(
     format: Format,
     rid: &RequestId,
 ) -> Result<String, ApiError> {
-    let mut d = resolve(state, r)?;
+    let d = resolve(state, r)?;
     if d.enabled != enabled {
-        d.enabled = enabled;
-        d.status_ms = state.now().get();
-        if !enabled {
-            d.online = false;
-        }
+        // Only `enabled` and the status time are written: a presence change
+        // queued beside this one cannot bring the old value back.
         state
-            .registry
-            .update_device(d.clone())
+            .change(Change::SetEnabled {
+                iot_id: d.iot_id.clone(),
+                enabled,
+                at: state.now().get(),
+            })
             .await
             .map_err(system)?;
-        if let Some(cur) = write(&state.catalog).devices.get_mut(&d.iot_id) {
-            cur.enabled = enabled;
-            cur.status_ms = d.status_ms;
-        }
         if !enabled && let Ok(key) = device_key(&d) {
             state.transport.disconnect(&key, "device disabled").await;
         }
@@ -555,30 +544,18 @@ async fn import_tsl(
             }
         }
     }
-    let tsl = doc.to_string();
-    let (pk, stored) = (p.product_key.clone(), tsl.clone());
-    match (r.function_block_id, r.function_block_name) {
-        (Some(id), Some(name)) => {
-            state
-                .registry
-                .set_draft(pk, Some((id.clone(), name)), stored)
-                .await
-                .map_err(system)?;
-            if let Some(cur) = write(&state.catalog).products.get_mut(&p.product_key) {
-                cur.modules.insert(id, tsl);
-            }
-        }
-        _ => {
-            state
-                .registry
-                .set_draft(pk, None, stored)
-                .await
-                .map_err(system)?;
-            if let Some(cur) = write(&state.catalog).products.get_mut(&p.product_key) {
-                cur.draft_tsl = tsl;
-            }
-        }
-    }
+    let module = match (r.function_block_id, r.function_block_name) {
+        (Some(id), Some(name)) => Some((id, name)),
+        _ => None,
+    };
+    state
+        .change(Change::SetDraft {
+            product_key: p.product_key.clone(),
+            module,
+            tsl: doc.to_string(),
+        })
+        .await
+        .map_err(system)?;
     Ok(ok(ImportThingModelTsl::NAME, format, rid, ()))
 }
 
@@ -608,15 +585,13 @@ async fn publish_model(
         modules: p.modules.clone(),
     };
     state
-        .registry
-        .publish(p.product_key.clone(), v.clone(), KEPT_VERSIONS)
+        .change(Change::Publish {
+            product_key: p.product_key.clone(),
+            version: v,
+            keep: KEPT_VERSIONS,
+        })
         .await
         .map_err(system)?;
-    if let Some(cur) = write(&state.catalog).products.get_mut(&p.product_key) {
-        cur.versions.push(v);
-        let excess = cur.versions.len().saturating_sub(KEPT_VERSIONS);
-        cur.versions.drain(..excess);
-    }
     Ok(ok(PublishThingModel::NAME, format, rid, ()))
 }
 

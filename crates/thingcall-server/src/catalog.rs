@@ -1,16 +1,19 @@
 //! The in-memory mirror of the registry: access keys, products, thing-model
 //! versions and devices.
 //!
-//! Every change is written to the store first and applied here after the
-//! commit, so the mirror never shows what the store does not hold. The hot
-//! path (signature checks, device resolution, CONNECT authentication) reads
-//! only this mirror.
+//! Every change is a [`Change`], written to the store first and applied
+//! here by [`Catalog::apply`] after the commit, in the store's commit order
+//! (the store calls back from its writer), so the mirror never shows what
+//! the store does not hold and never applies two changes in another order
+//! than the store did. The hot path (signature checks, device resolution,
+//! CONNECT authentication) reads only this mirror.
 
 use std::collections::{HashMap, HashSet};
 
 use thingcall_core::{DeviceRef, Secret, UnixMillis};
 use thingcall_wire::actions::DeviceStatus;
 
+use crate::repo::Change;
 use crate::store::Snapshot;
 
 /// An AccessKey pair.
@@ -113,6 +116,17 @@ pub(crate) struct Catalog {
     pub(crate) tombstones: HashSet<(String, String)>,
 }
 
+/// What applying a change took out of the mirror, for the caller to act on
+/// (close sessions, evict compiled models).
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    /// Devices removed (a deleted device, or a deleted product's devices).
+    pub(crate) removed: Vec<Device>,
+    /// A product whose published versions changed: the versions it keeps,
+    /// by sequence number (none when the product was deleted).
+    pub(crate) versions: Option<(String, Vec<i64>)>,
+}
+
 /// Why a device reference did not resolve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Unresolved {
@@ -134,6 +148,84 @@ impl Catalog {
         }
         c.tombstones = s.tombstones.into_iter().collect();
         c
+    }
+
+    /// Applies a committed change.
+    pub(crate) fn apply(&mut self, change: &Change) -> Applied {
+        let mut applied = Applied::default();
+        match change {
+            Change::PutAccessKey { key, .. } => {
+                self.access_keys.insert(key.id.clone(), key.clone());
+            }
+            Change::InsertProduct(p) => {
+                self.products.insert(p.product_key.clone(), p.clone());
+            }
+            Change::DeleteProduct { product_key, .. } => {
+                self.products.remove(product_key);
+                for id in self.devices_of(product_key) {
+                    applied.removed.extend(self.remove_device(&id));
+                }
+                applied.versions = Some((product_key.clone(), Vec::new()));
+            }
+            Change::SetDraft {
+                product_key,
+                module,
+                tsl,
+            } => {
+                if let Some(p) = self.products.get_mut(product_key) {
+                    match module {
+                        Some((id, _)) => {
+                            p.modules.insert(id.clone(), tsl.clone());
+                        }
+                        None => p.draft_tsl.clone_from(tsl),
+                    }
+                }
+            }
+            Change::Publish {
+                product_key,
+                version,
+                keep,
+            } => {
+                if let Some(p) = self.products.get_mut(product_key) {
+                    p.versions.push(version.clone());
+                    let excess = p.versions.len().saturating_sub(*keep);
+                    p.versions.drain(..excess);
+                    let kept = p.versions.iter().map(|v| v.seq).collect();
+                    applied.versions = Some((product_key.clone(), kept));
+                }
+            }
+            Change::InsertDevice(d) => self.insert_device(d.clone()),
+            Change::DeleteDevice { iot_id, .. } => {
+                applied.removed.extend(self.remove_device(iot_id));
+            }
+            Change::SetEnabled {
+                iot_id,
+                enabled,
+                at,
+            } => {
+                if let Some(d) = self.devices.get_mut(iot_id) {
+                    d.enabled = *enabled;
+                    d.status_ms = *at;
+                }
+            }
+            Change::Presence {
+                iot_id,
+                online,
+                at,
+                ip_address,
+            } => {
+                if let Some(d) = self.devices.get_mut(iot_id) {
+                    d.online = *online;
+                    d.status_ms = *at;
+                    if *online {
+                        d.activated_ms.get_or_insert(*at);
+                        d.online_ms = Some(*at);
+                        d.ip_address.clone_from(ip_address);
+                    }
+                }
+            }
+        }
+        applied
     }
 
     pub(crate) fn insert_device(&mut self, d: Device) {

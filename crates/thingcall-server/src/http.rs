@@ -83,7 +83,12 @@ pub(crate) async fn handle(
         let online = state.online_count();
         let body = state
             .metrics
-            .render(online, state.gateway_metrics(), state.records.stats());
+            .render(
+                online,
+                state.models.len(),
+                state.gateway_metrics(),
+                state.records.stats(),
+            );
         let mut r = Response::new(Full::new(Bytes::from(body)));
         r.headers_mut().insert(
             CONTENT_TYPE,

@@ -16,7 +16,6 @@ mod repo;
 mod state;
 mod store;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,18 +27,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use thingcall_core::{Clock, Secret};
 use thingcall_gateway::simulator::{self, SimulatorConfig};
 use thingcall_gateway::{Gateway, GatewayConfig};
-use thingcall_sign::policy::InMemoryNonceStore;
-use thingcall_transport::{DeviceKey, Transport};
-use thingcall_tsl::ModelCache;
+use thingcall_transport::DeviceKey;
 use tokio::net::TcpListener;
 
 pub use state::ServerConfig;
 pub use store::StoreError;
 
-use crate::catalog::{AccessKey, Catalog};
-use crate::ids::MessageIds;
-use crate::metrics::Metrics;
-use crate::state::{CatalogRegistry, SharedCatalog, State, read, write};
+use crate::catalog::AccessKey;
+use crate::state::{CatalogRegistry, State, read, write};
 
 /// Locks a mutex, taking the data back if a panicking thread poisoned it:
 /// every critical section in this crate leaves its data consistent, so one
@@ -108,10 +103,7 @@ impl Server {
         let store = Arc::new(store::Store::open(&options.data_dir)?);
         let (registry, records): (Arc<dyn repo::Registry>, Arc<dyn repo::Records>) =
             (store.clone(), store);
-        let snapshot = registry.load().await?;
-        let message_ids = MessageIds::after(snapshot.last_message_id);
-        let catalog: SharedCatalog =
-            Arc::new(std::sync::RwLock::new(Catalog::from_snapshot(snapshot)));
+        let (catalog, last_message_id) = state::load_catalog(registry.as_ref()).await?;
         let gateway = Gateway::new(
             options.gateway,
             Arc::new(CatalogRegistry(Arc::clone(&catalog))),
@@ -139,26 +131,28 @@ impl Server {
             }
             None => None,
         };
-        if let Some(k) = key {
-            registry.put_access_key(k.clone(), now).await?;
-            write(&catalog).access_keys.insert(k.id.clone(), k);
+        if let Some(key) = key {
+            let mirror = Arc::clone(&catalog);
+            registry
+                .apply(
+                    repo::Change::PutAccessKey { key, at: now },
+                    Box::new(move |change| {
+                        write(&mirror).apply(change);
+                    }),
+                )?
+                .wait()
+                .await?;
         }
-        let gw: Arc<dyn Transport> = Arc::new(gateway.clone());
-        let state = Arc::new(State {
-            config: options.config,
+        let state = Arc::new(State::assemble(
+            options.config,
             registry,
             records,
             catalog,
-            models: ModelCache::new(),
-            transport: gw,
+            last_message_id,
+            Arc::new(gateway.clone()),
             clock,
-            nonces: InMemoryNonceStore::new(),
-            pending: Mutex::new(HashMap::new()),
-            message_ids,
-            metrics: Metrics::default(),
-            gateway_metrics: Some(Arc::new(gateway.clone())),
-            stopping: std::sync::atomic::AtomicBool::new(false),
-        });
+            Some(gateway.clone()),
+        ));
         Ok(Server {
             state,
             gateway,

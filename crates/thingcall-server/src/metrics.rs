@@ -70,6 +70,7 @@ impl Metrics {
     pub(crate) fn render(
         &self,
         devices_online: usize,
+        compiled_models: usize,
         gateway: &GatewayMetrics,
         records: RecordStats,
     ) -> String {
@@ -127,6 +128,9 @@ impl Metrics {
         out.push_str("# HELP thingcall_devices_online Devices connected now.\n");
         out.push_str("# TYPE thingcall_devices_online gauge\n");
         let _ = writeln!(out, "thingcall_devices_online {devices_online}");
+        out.push_str("# HELP thingcall_compiled_models Published thing models compiled and cached (at most the versions each product keeps).\n");
+        out.push_str("# TYPE thingcall_compiled_models gauge\n");
+        let _ = writeln!(out, "thingcall_compiled_models {compiled_models}");
         out.push_str("# HELP thingcall_records_waiting Invocation records durable in the journal, not yet copied into the queryable store.\n");
         out.push_str("# TYPE thingcall_records_waiting gauge\n");
         let _ = writeln!(out, "thingcall_records_waiting {}", records.waiting);

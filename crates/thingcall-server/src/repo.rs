@@ -7,38 +7,70 @@ use async_trait::async_trait;
 use crate::catalog::{AccessKey, Device, ModelVersion, Product};
 pub(crate) use crate::store::{Invocation, Pending, Snapshot, StoreError};
 
-/// Products, devices, thing models and AccessKeys. Each method returns once
-/// the change is durable.
+/// One change to the registry. Each writes only what it changes (a
+/// presence change never rewrites `enabled`, and the reverse), and each is
+/// applied to the in-memory mirror only after the store committed it, in
+/// the store's commit order: so the mirror and the store see every change
+/// in the same order, and the mirror never shows what the store may lose.
+#[derive(Clone, Debug)]
+pub(crate) enum Change {
+    /// Creates or replaces an AccessKey.
+    PutAccessKey { key: AccessKey, at: i64 },
+    /// Creates a product (with its initial versions).
+    InsertProduct(Product),
+    /// Deletes a product, its models and its devices (which are tombstoned).
+    DeleteProduct { product_key: String, at: i64 },
+    /// Replaces the draft of the default module, or of `(block id, name)`.
+    SetDraft {
+        product_key: String,
+        module: Option<(String, String)>,
+        tsl: String,
+    },
+    /// Adds a published version and keeps only the newest `keep`.
+    Publish {
+        product_key: String,
+        version: ModelVersion,
+        keep: usize,
+    },
+    /// Registers a device.
+    InsertDevice(Device),
+    /// Deletes a device (and tombstones its name).
+    DeleteDevice {
+        iot_id: String,
+        product_key: String,
+        device_name: String,
+        at: i64,
+    },
+    /// Enables or disables a device.
+    SetEnabled {
+        iot_id: String,
+        enabled: bool,
+        at: i64,
+    },
+    /// A device came online (first activation, last online time, address)
+    /// or went offline.
+    Presence {
+        iot_id: String,
+        online: bool,
+        at: i64,
+        ip_address: Option<String>,
+    },
+}
+
+/// Runs once a change is committed, before its handle resolves. Changes'
+/// callbacks run one at a time, in commit order.
+pub(crate) type OnCommit = Box<dyn FnOnce(&Change) + Send>;
+
+/// Products, devices, thing models and AccessKeys.
 #[async_trait]
 pub(crate) trait Registry: Send + Sync {
     /// Everything, for the in-memory catalog at start-up.
     async fn load(&self) -> Result<Snapshot, StoreError>;
-    /// Creates or replaces an AccessKey.
-    async fn put_access_key(&self, key: AccessKey, now: i64) -> Result<(), StoreError>;
-    /// Creates a product (with its initial versions).
-    async fn insert_product(&self, product: Product) -> Result<(), StoreError>;
-    /// Deletes a product, its models and its devices (which are tombstoned).
-    async fn delete_product(&self, product_key: String, now: i64) -> Result<(), StoreError>;
-    /// Replaces the draft of the default module, or of `(block id, name)`.
-    async fn set_draft(
-        &self,
-        product_key: String,
-        block: Option<(String, String)>,
-        tsl: String,
-    ) -> Result<(), StoreError>;
-    /// Adds a published version and keeps only the newest `keep`.
-    async fn publish(
-        &self,
-        product_key: String,
-        version: ModelVersion,
-        keep: usize,
-    ) -> Result<(), StoreError>;
-    /// Registers a device.
-    async fn insert_device(&self, device: Device) -> Result<(), StoreError>;
-    /// Deletes a device (and tombstones its name).
-    async fn delete_device(&self, device: Device, now: i64) -> Result<(), StoreError>;
-    /// Saves a device's state (enabled, activation, presence).
-    async fn update_device(&self, device: Device) -> Result<(), StoreError>;
+    /// Queues a change. Changes commit in the order they are queued; after
+    /// each commit the store calls its `on_commit`, in the same order, and
+    /// then resolves the handle. A change that fails calls nothing and
+    /// resolves with the error.
+    fn apply(&self, change: Change, on_commit: OnCommit) -> Result<Pending<()>, StoreError>;
 }
 
 /// Which invocation records to read.

@@ -6,7 +6,6 @@
 //! their call timed out, and replies to async calls, complete the record
 //! instead of being dropped.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -27,11 +26,11 @@ use thingcall_tsl::{
 };
 use tokio::sync::oneshot;
 
-use crate::catalog::{Catalog, Device, Unresolved};
+use crate::catalog::{Applied, Catalog, Device, Unresolved};
 use crate::ids::MessageIds;
 use crate::lock;
 use crate::metrics::Metrics;
-use crate::repo::{Pending, Records, Registry};
+use crate::repo::{Change, Pending, Records, Registry};
 use crate::store::Invocation;
 
 /// Server settings.
@@ -116,7 +115,7 @@ pub(crate) struct State {
     pub(crate) registry: Arc<dyn Registry>,
     pub(crate) records: Arc<dyn Records>,
     pub(crate) catalog: SharedCatalog,
-    pub(crate) models: ModelCache,
+    pub(crate) models: Arc<ModelCache>,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) nonces: InMemoryNonceStore,
@@ -127,6 +126,52 @@ pub(crate) struct State {
     pub(crate) gateway_metrics: Option<Arc<thingcall_gateway::Gateway>>,
     /// Set once shutdown has begun.
     pub(crate) stopping: std::sync::atomic::AtomicBool,
+}
+
+/// Loads the registry into a new mirror; also returns the highest message
+/// id recorded.
+pub(crate) async fn load_catalog(
+    registry: &dyn Registry,
+) -> Result<(SharedCatalog, Option<u64>), crate::repo::StoreError> {
+    let snapshot = registry.load().await?;
+    let last = snapshot.last_message_id;
+    Ok((
+        Arc::new(RwLock::new(Catalog::from_snapshot(snapshot))),
+        last,
+    ))
+}
+
+impl State {
+    /// The engine around a loaded registry, a record store, a transport and
+    /// a clock. `gateway` is the built-in gateway when it is the transport
+    /// (for its counters).
+    #[allow(clippy::too_many_arguments)] // the parts of the engine, each once
+    pub(crate) fn assemble(
+        config: ServerConfig,
+        registry: Arc<dyn Registry>,
+        records: Arc<dyn Records>,
+        catalog: SharedCatalog,
+        last_message_id: Option<u64>,
+        transport: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
+        gateway: Option<thingcall_gateway::Gateway>,
+    ) -> State {
+        State {
+            config,
+            registry,
+            records,
+            catalog,
+            models: Arc::new(ModelCache::new()),
+            transport,
+            clock,
+            nonces: InMemoryNonceStore::new(),
+            pending: Mutex::new(HashMap::new()),
+            message_ids: MessageIds::after(last_message_id),
+            metrics: Metrics::default(),
+            gateway_metrics: gateway.map(Arc::new),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// A sync call waiting for its reply. It carries its record, which is
@@ -207,15 +252,18 @@ impl State {
         let Some(v) = p.published() else {
             return Ok(None);
         };
-        let (version, tsl) = match block {
-            None => (Cow::Borrowed(v.version.as_str()), v.tsl.as_str()),
+        let tsl = match block {
+            None => v.tsl.as_str(),
             Some(b) => match v.modules.get(b) {
-                Some(tsl) => (Cow::Owned(format!("{}#{b}", v.version)), tsl.as_str()),
+                Some(tsl) => tsl.as_str(),
                 None => return Ok(None),
             },
         };
+        // Keyed by the version's sequence number, which is never reused:
+        // a version name published again after pruning is another model.
+        let seq = u64::try_from(v.seq).unwrap_or(0);
         self.models
-            .get_or_compile(product_key, &version, || {
+            .get_or_compile(product_key, seq, block, || {
                 check_str(tsl)
                     .map_err(|p| thingcall_tsl::CompileError(format!("{} problems", p.len())))
             })
@@ -541,7 +589,7 @@ impl State {
         while let Some(event) = events.recv().await {
             match event {
                 TransportEvent::Reply(reply) => self.on_reply(reply).await,
-                TransportEvent::Presence(p) => self.on_presence(p).await,
+                TransportEvent::Presence(p) => self.on_presence(p),
             }
         }
     }
@@ -620,35 +668,71 @@ impl State {
         tracing::debug!(device = %reply.device, message_id = ?reply.message_id, id = %reply.reply.id, reason, "device reply ignored");
     }
 
-    async fn on_presence(&self, p: PresenceEvent) {
-        let at = p.at.get();
-        let updated = {
-            let mut c = write(&self.catalog);
-            let Some(id) = c
-                .by_name
-                .get(&(
-                    p.device.product_key.to_string(),
-                    p.device.device_name.to_string(),
-                ))
-                .cloned()
-            else {
-                return;
-            };
-            let Some(d) = c.devices.get_mut(&id) else {
-                return;
-            };
-            d.online = p.online;
-            d.status_ms = at;
-            if p.online {
-                d.activated_ms.get_or_insert(at);
-                d.online_ms = Some(at);
-                d.ip_address = p.client_addr.map(|a| a.ip().to_string());
-            }
-            d.clone()
+    /// Records a presence change. The event loop that carries replies only
+    /// queues the write (in order with every other registry change) and
+    /// moves on; the mirror follows once it is committed.
+    fn on_presence(&self, p: PresenceEvent) {
+        let iot_id = read(&self.catalog)
+            .device_by_name(p.device.product_key.as_str(), p.device.device_name.as_str())
+            .map(|d| d.iot_id.clone());
+        let Some(iot_id) = iot_id else {
+            return;
         };
-        if let Err(e) = self.registry.update_device(updated).await {
-            tracing::error!(device = %p.device, error = %e, "cannot record presence");
+        let change = Change::Presence {
+            iot_id,
+            online: p.online,
+            at: p.at.get(),
+            ip_address: p
+                .online
+                .then(|| p.client_addr.map(|a| a.ip().to_string()))
+                .flatten(),
+        };
+        match self.submit_change(change) {
+            Ok((pending, _)) => {
+                let device = p.device;
+                tokio::spawn(async move {
+                    if let Err(e) = pending.wait().await {
+                        tracing::error!(%device, error = %e, "cannot record presence");
+                    }
+                });
+            }
+            Err(e) => tracing::error!(device = %p.device, error = %e, "cannot record presence"),
         }
+    }
+
+    /// Queues a registry change: the store commits it, in order with every
+    /// other change, then the mirror applies it and compiled models it
+    /// retired are evicted. The receiver gets what the mirror dropped.
+    pub(crate) fn submit_change(
+        &self,
+        change: Change,
+    ) -> Result<(Pending<()>, oneshot::Receiver<Applied>), crate::repo::StoreError> {
+        let catalog = Arc::clone(&self.catalog);
+        let models = Arc::clone(&self.models);
+        let (tx, rx) = oneshot::channel();
+        let pending = self.registry.apply(
+            change,
+            Box::new(move |change| {
+                let applied = write(&catalog).apply(change);
+                if let Some((product, kept)) = &applied.versions {
+                    let kept: Vec<u64> =
+                        kept.iter().filter_map(|s| u64::try_from(*s).ok()).collect();
+                    models.retain(product, |seq| kept.contains(&seq));
+                }
+                let _ = tx.send(applied);
+            }),
+        )?;
+        Ok((pending, rx))
+    }
+
+    /// Makes a registry change and waits until the store committed it and
+    /// the mirror shows it.
+    pub(crate) async fn change(&self, change: Change) -> Result<Applied, crate::repo::StoreError> {
+        let (pending, applied) = self.submit_change(change)?;
+        pending.wait().await?;
+        applied
+            .await
+            .map_err(|_| crate::repo::StoreError("a committed change lost its result".into()))
     }
 
     /// The time now.
@@ -693,5 +777,171 @@ pub(crate) fn device_key(d: &Device) -> Result<DeviceKey, ApiError> {
     ) {
         (Ok(pk), Ok(dn)) => Ok(DeviceKey::new(pk, dn)),
         _ => Err(system_error("a stored device has a malformed name")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Product;
+    use thingcall_transport::MemoryTransport;
+    use thingcall_wire::actions::{DisableThing, EnableThing};
+    use thingcall_wire::{Action, ApiRequest, Format, Params};
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "thingcall-state-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    async fn engine(
+        dir: &std::path::Path,
+    ) -> (Arc<State>, Arc<MemoryTransport>, Arc<crate::store::Store>) {
+        let store = Arc::new(crate::store::Store::open(dir).unwrap());
+        let (catalog, last) = load_catalog(store.as_ref()).await.unwrap();
+        let transport = Arc::new(MemoryTransport::new());
+        let state = Arc::new(State::assemble(
+            ServerConfig::default(),
+            store.clone(),
+            store.clone(),
+            catalog,
+            last,
+            transport.clone(),
+            Arc::new(crate::SystemClock),
+            None,
+        ));
+        (state, transport, store)
+    }
+
+    fn product(pk: &str) -> Product {
+        Product {
+            product_key: pk.to_owned(),
+            product_name: format!("name_{pk}"),
+            product_secret: "s".into(),
+            description: None,
+            node_type: 0,
+            data_format: None,
+            commodity_code: None,
+            auth_type: "secret".to_owned(),
+            protocol_type: None,
+            net_type: None,
+            category_key: None,
+            validate_type: 1,
+            created_ms: 1,
+            draft_tsl: "{}".to_owned(),
+            versions: Vec::new(),
+            modules: Default::default(),
+        }
+    }
+
+    fn device(pk: &str, dn: &str) -> Device {
+        Device {
+            iot_id: format!("{dn}000100"),
+            product_key: pk.to_owned(),
+            device_name: dn.to_owned(),
+            device_secret: "secret".into(),
+            nickname: None,
+            enabled: true,
+            created_ms: 1,
+            activated_ms: None,
+            online_ms: None,
+            status_ms: 1,
+            ip_address: None,
+            online: false,
+        }
+    }
+
+    async fn set_enabled(state: &State, iot_id: &str, enabled: bool) {
+        let action = if enabled {
+            EnableThing::NAME
+        } else {
+            DisableThing::NAME
+        };
+        let params = Params::from_pairs(vec![("IotId".to_owned(), iot_id.to_owned())]).unwrap();
+        let request = ApiRequest::parse(action, &params).unwrap();
+        crate::actions::dispatch(state, request, Format::Json, &crate::ids::request_id())
+            .await
+            .unwrap();
+    }
+
+    fn stored_enabled(dir: &std::path::Path, iot_id: &str) -> bool {
+        let conn = rusqlite::Connection::open(dir.join("thingcall.db")).unwrap();
+        conn.query_row(
+            "SELECT enabled FROM devices WHERE iot_id = ?1",
+            [iot_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    /// Presence changes race with DisableThing/EnableThing, hundreds of
+    /// times: after each round the store, the mirror and the last API call
+    /// agree on `enabled`, and so does the store after a restart. (Before
+    /// presence and `enabled` were written as separate columns, a presence
+    /// write carrying a stale copy of the whole row could land last and
+    /// bring a disabled device back.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn presence_never_undoes_an_enable_or_disable() {
+        let dir = temp_dir("presence-race");
+        let (state, transport, store) = engine(&dir).await;
+        let events = tokio::spawn(Arc::clone(&state).run_events(transport.subscribe()));
+        state
+            .change(Change::InsertProduct(product("a1Race")))
+            .await
+            .unwrap();
+        let d = device("a1Race", "racer");
+        state.change(Change::InsertDevice(d.clone())).await.unwrap();
+        let key = device_key(&d).unwrap();
+        let mut enabled = true;
+        let mut mismatches = Vec::new();
+        for round in 0..400u32 {
+            let presence = PresenceEvent {
+                device: key.clone(),
+                online: round % 2 == 0,
+                at: UnixMillis::new(1_000 + i64::from(round)),
+                client_addr: Some(([127, 0, 0, 1], 1000).into()),
+                reason: "test".to_owned(),
+            };
+            enabled = !enabled;
+            let t = Arc::clone(&transport);
+            let injected = tokio::spawn(async move { t.inject_presence(presence).await });
+            set_enabled(&state, &d.iot_id, enabled).await;
+            injected.await.unwrap();
+            // Let the presence write reach the store.
+            for _ in 0..100 {
+                let activated = read(&state.catalog)
+                    .devices
+                    .get(&d.iot_id)
+                    .is_some_and(|m| m.status_ms >= 1_000 + i64::from(round));
+                if activated {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let in_store = stored_enabled(&dir, &d.iot_id);
+            let in_mirror = read(&state.catalog).devices[&d.iot_id].enabled;
+            if in_store != enabled || in_mirror != enabled {
+                mismatches.push((round, enabled, in_store, in_mirror));
+            }
+        }
+        assert!(
+            mismatches.is_empty(),
+            "{} of 400 rounds disagree; the first (round, api, store, mirror): {:?}",
+            mismatches.len(),
+            &mismatches[..mismatches.len().min(10)]
+        );
+        events.abort();
+        store.close();
+        drop(state);
+        drop(store);
+        let (again, _, store) = engine(&dir).await;
+        assert_eq!(read(&again.catalog).devices[&d.iot_id].enabled, enabled);
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use crate::catalog::{AccessKey, Device, ModelVersion, Product};
 use crate::journal::{self, Entry, Journal, Queued};
 use crate::lock;
+use crate::repo::{Change, OnCommit};
 
 /// The versioned schema. Entry `n` upgrades `user_version` `n` to `n + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -569,13 +570,18 @@ impl Store {
                 )
             }
         });
+        self.send_job(job)?;
+        Ok(Pending(rx))
+    }
+
+    /// Hands a job to the writer thread.
+    fn send_job(&self, job: Job) -> Result<(), StoreError> {
         let sender = lock(&self.writer)
             .clone()
             .ok_or_else(|| StoreError("the store is closed".into()))?;
         sender
             .send(Msg::Job(job))
-            .map_err(|_| StoreError("the store writer stopped".into()))?;
-        Ok(Pending(rx))
+            .map_err(|_| StoreError("the store writer stopped".into()))
     }
 
     /// Appends an invocation change to the journal: durable when this
@@ -931,21 +937,52 @@ pub(crate) fn insert_device(conn: &Connection, d: &Device) -> rusqlite::Result<(
     Ok(())
 }
 
-pub(crate) fn delete_device(conn: &Connection, d: &Device, now: i64) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM devices WHERE iot_id = ?1", params![d.iot_id])?;
+pub(crate) fn delete_device(
+    conn: &Connection,
+    iot_id: &str,
+    product_key: &str,
+    device_name: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM devices WHERE iot_id = ?1", params![iot_id])?;
     conn.execute(
         "INSERT OR REPLACE INTO tombstones (product_key, device_name, deleted_ms) VALUES (?1, ?2, ?3)",
-        params![d.product_key, d.device_name, now],
+        params![product_key, device_name, now],
     )?;
     Ok(())
 }
 
-pub(crate) fn update_device_state(conn: &Connection, d: &Device) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE devices SET enabled = ?2, activated_ms = ?3, online_ms = ?4, status_ms = ?5, ip_address = ?6
-         WHERE iot_id = ?1",
-        params![d.iot_id, d.enabled, d.activated_ms, d.online_ms, d.status_ms, d.ip_address],
-    )?;
+/// Enables or disables a device: `enabled` and the status time only.
+pub(crate) fn set_enabled(
+    conn: &Connection,
+    iot_id: &str,
+    enabled: bool,
+    at: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE devices SET enabled = ?2, status_ms = ?3 WHERE iot_id = ?1")?
+        .execute(params![iot_id, enabled, at])?;
+    Ok(())
+}
+
+/// A presence change: the status time, and for a login the first
+/// activation, the last online time and the address. Never `enabled`.
+pub(crate) fn set_presence(
+    conn: &Connection,
+    iot_id: &str,
+    online: bool,
+    at: i64,
+    ip_address: Option<&str>,
+) -> rusqlite::Result<()> {
+    if online {
+        conn.prepare_cached(
+            "UPDATE devices SET activated_ms = COALESCE(activated_ms, ?2), online_ms = ?2,
+                 status_ms = ?2, ip_address = ?3 WHERE iot_id = ?1",
+        )?
+        .execute(params![iot_id, at, ip_address])?;
+    } else {
+        conn.prepare_cached("UPDATE devices SET status_ms = ?2 WHERE iot_id = ?1")?
+            .execute(params![iot_id, at])?;
+    }
     Ok(())
 }
 
@@ -1053,64 +1090,82 @@ pub(crate) fn invocations(
     rows.collect()
 }
 
+/// Runs one registry change's statements.
+fn apply_change(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
+    match change {
+        Change::PutAccessKey { key, at } => insert_access_key(conn, key, *at),
+        Change::InsertProduct(p) => insert_product(conn, p),
+        Change::DeleteProduct { product_key, at } => delete_product(conn, product_key, *at),
+        Change::SetDraft {
+            product_key,
+            module,
+            tsl,
+        } => match module {
+            Some((id, name)) => set_module_draft(conn, product_key, id, name, tsl),
+            None => set_draft(conn, product_key, tsl),
+        },
+        Change::Publish {
+            product_key,
+            version,
+            keep,
+        } => {
+            insert_version(conn, product_key, version)?;
+            prune_versions(conn, product_key, *keep)
+        }
+        Change::InsertDevice(d) => insert_device(conn, d),
+        Change::DeleteDevice {
+            iot_id,
+            product_key,
+            device_name,
+            at,
+        } => delete_device(conn, iot_id, product_key, device_name, *at),
+        Change::SetEnabled {
+            iot_id,
+            enabled,
+            at,
+        } => set_enabled(conn, iot_id, *enabled, *at),
+        Change::Presence {
+            iot_id,
+            online,
+            at,
+            ip_address,
+        } => set_presence(conn, iot_id, *online, *at, ip_address.as_deref()),
+    }
+}
+
 #[async_trait::async_trait]
 impl crate::repo::Registry for Store {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         self.read(load).await
     }
 
-    async fn put_access_key(&self, key: AccessKey, now: i64) -> Result<(), StoreError> {
-        self.write(move |conn| insert_access_key(conn, &key, now))
-            .await
-    }
-
-    async fn insert_product(&self, product: Product) -> Result<(), StoreError> {
-        self.write(move |conn| insert_product(conn, &product)).await
-    }
-
-    async fn delete_product(&self, product_key: String, now: i64) -> Result<(), StoreError> {
-        self.write(move |conn| delete_product(conn, &product_key, now))
-            .await
-    }
-
-    async fn set_draft(
-        &self,
-        product_key: String,
-        block: Option<(String, String)>,
-        tsl: String,
-    ) -> Result<(), StoreError> {
-        self.write(move |conn| match &block {
-            Some((id, name)) => set_module_draft(conn, &product_key, id, name, &tsl),
-            None => set_draft(conn, &product_key, &tsl),
-        })
-        .await
-    }
-
-    async fn publish(
-        &self,
-        product_key: String,
-        version: ModelVersion,
-        keep: usize,
-    ) -> Result<(), StoreError> {
-        self.write(move |conn| {
-            insert_version(conn, &product_key, &version)?;
-            prune_versions(conn, &product_key, keep)
-        })
-        .await
-    }
-
-    async fn insert_device(&self, device: Device) -> Result<(), StoreError> {
-        self.write(move |conn| insert_device(conn, &device)).await
-    }
-
-    async fn delete_device(&self, device: Device, now: i64) -> Result<(), StoreError> {
-        self.write(move |conn| delete_device(conn, &device, now))
-            .await
-    }
-
-    async fn update_device(&self, device: Device) -> Result<(), StoreError> {
-        self.write(move |conn| update_device_state(conn, &device))
-            .await
+    fn apply(&self, change: Change, on_commit: OnCommit) -> Result<Pending<()>, StoreError> {
+        let (tx, rx) = oneshot::channel::<Result<(), String>>();
+        // The writer runs jobs in the order they are sent and calls their
+        // completions in that order after the commit: the mirror follows
+        // the store's commit order.
+        let job: Job = Box::new(move |conn| match apply_change(conn, &change) {
+            Ok(()) => (
+                true,
+                Box::new(move |committed: Result<(), String>| {
+                    if committed.is_ok() {
+                        on_commit(&change);
+                    }
+                    let _ = tx.send(committed);
+                }),
+            ),
+            Err(e) => {
+                let message = e.to_string();
+                (
+                    false,
+                    Box::new(move |_| {
+                        let _ = tx.send(Err(message));
+                    }),
+                )
+            }
+        });
+        self.send_job(job)?;
+        Ok(Pending(rx))
     }
 }
 

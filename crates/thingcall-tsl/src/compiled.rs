@@ -53,12 +53,21 @@ impl CompiledModel {
     }
 }
 
-/// Compiled models shared across calls, keyed by (product, model version),
-/// so each service is compiled once per published version and its
-/// validators are shared through `Arc`.
+/// The compiled models of one product, by (version, module): the version
+/// is the product's publication sequence number, which is never reused, and
+/// the module is `None` for the default module.
+type ProductModels = HashMap<(u64, Option<String>), Arc<CompiledModel>>;
+
+/// Compiled models shared across calls, keyed by an immutable model
+/// identity: (product, publication sequence number, module). Each service
+/// is compiled once per published version and its validators are shared
+/// through `Arc`. A version *name* can be published again after it was
+/// pruned; its sequence number cannot, so a cached model never answers for
+/// a different text. Callers evict what they prune or delete, so the cache
+/// holds at most what the registry keeps.
 #[derive(Debug, Default)]
 pub struct ModelCache {
-    models: Mutex<HashMap<(String, String), Arc<CompiledModel>>>,
+    models: Mutex<HashMap<String, ProductModels>>,
 }
 
 impl ModelCache {
@@ -67,35 +76,51 @@ impl ModelCache {
         ModelCache::default()
     }
 
-    /// The compiled model for (product, version), compiling it with `load`
-    /// on first use.
+    /// The compiled model of `product`'s publication `version` (its
+    /// sequence number) and `module` (`None`: the default one), compiling it
+    /// with `load` on first use.
     pub fn get_or_compile<E>(
         &self,
         product: &str,
-        version: &str,
+        version: u64,
+        module: Option<&str>,
         load: impl FnOnce() -> Result<ThingModel, E>,
     ) -> Result<Arc<CompiledModel>, E>
     where
         E: From<CompileError>,
     {
-        let key = (product.to_owned(), version.to_owned());
-        if let Some(found) = self.lock().get(&key) {
+        let key = (version, module.map(str::to_owned));
+        if let Some(found) = self.lock().get(product).and_then(|m| m.get(&key)) {
             return Ok(Arc::clone(found));
         }
         // Compile outside the lock; a racing thread may compile the same
         // version, and the first one stored wins.
         let compiled = Arc::new(CompiledModel::compile(load()?)?);
-        Ok(Arc::clone(self.lock().entry(key).or_insert(compiled)))
+        let mut all = self.lock();
+        let models = all.entry(product.to_owned()).or_default();
+        Ok(Arc::clone(models.entry(key).or_insert(compiled)))
     }
 
     /// Drops every cached version of a product (after a delete).
     pub fn invalidate(&self, product: &str) {
-        self.lock().retain(|(p, _), _| p != product);
+        self.lock().remove(product);
+    }
+
+    /// Drops the cached versions of a product that `keep` refuses (after
+    /// old versions were pruned).
+    pub fn retain(&self, product: &str, keep: impl Fn(u64) -> bool) {
+        let mut all = self.lock();
+        if let Some(models) = all.get_mut(product) {
+            models.retain(|(version, _), _| keep(*version));
+            if models.is_empty() {
+                all.remove(product);
+            }
+        }
     }
 
     /// How many compiled models are cached.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values().map(HashMap::len).sum()
     }
 
     /// True when nothing is cached.
@@ -103,7 +128,7 @@ impl ModelCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<CompiledModel>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ProductModels>> {
         // The map is only ever inserted into whole; a poisoned lock still
         // holds a consistent map.
         match self.models.lock() {

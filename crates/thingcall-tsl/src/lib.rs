@@ -6,7 +6,7 @@
 //!   Schema.
 //! * [`CompiledService`]: validate `Args` and reply `data` through the
 //!   `jsonschema` crate, with violations mapped to Alibaba's codes.
-//! * [`ModelCache`]: compile once per (product, version) and share.
+//! * [`ModelCache`]: compile once per published version and share.
 //! * [`example`]: generate values that satisfy the model.
 //!
 //! The crate does no IO.
