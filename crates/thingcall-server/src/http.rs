@@ -81,14 +81,12 @@ pub(crate) async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == "/metrics" && req.method() == Method::GET {
         let online = state.online_count();
-        let body = state
-            .metrics
-            .render(
-                online,
-                state.models.len(),
-                state.gateway_metrics(),
-                state.records.stats(),
-            );
+        let body = state.metrics.render(
+            online,
+            state.models.len(),
+            state.gateway_metrics(),
+            state.records.stats(),
+        );
         let mut r = Response::new(Full::new(Bytes::from(body)));
         r.headers_mut().insert(
             CONTENT_TYPE,

@@ -18,8 +18,8 @@ use thingcall_core::{
 use thingcall_gateway::{DeviceLookup, DeviceRegistry, RegistryError};
 use thingcall_sign::policy::{InMemoryNonceStore, KeyState, KeyStore, VerifyPolicy};
 use thingcall_transport::{
-    Delivery, DeliveryKind, DeviceKey, DeviceReply, PresenceEvent, ReplyVia, RrpcForm, Transport,
-    TransportError, TransportEvent,
+    Delivery, DeliveryKind, DeliveryOutcome, DeviceKey, DeviceReply, PresenceEvent, ReplyVia,
+    RrpcForm, Transport, TransportError, TransportEvent,
 };
 use thingcall_tsl::{
     CompiledModel, CompiledService, ModelCache, ReplyMode, check_str, violations_to_api_error,
@@ -336,6 +336,9 @@ impl State {
                 let recorded = self.records.record(record).map_err(system_error)?;
                 let outcome = self.transport.deliver(delivery).await;
                 let code = match &outcome {
+                    // Online, but subscribed to nothing that matches: the
+                    // device will never see the call.
+                    Ok(d) if d.outcome == DeliveryOutcome::NoSubscriber => Some("HALFCONN"),
                     Ok(_) => None,
                     // Alibaba reports an undeliverable async call on the
                     // downlink-result topic with 9201, not in the response.
@@ -372,8 +375,15 @@ impl State {
                     tx,
                 };
                 lock(&self.pending).insert(message_id, call);
-                if let Err(e) = self.transport.deliver(delivery).await {
-                    let (code, err) = match e {
+                let refused = match self.transport.deliver(delivery).await {
+                    // A device that subscribes to no RRPC topic never sees
+                    // the call: say so now instead of waiting out the
+                    // timeout (the RRpc API calls this state HALFCONN).
+                    Ok(d) if d.outcome == DeliveryOutcome::NoSubscriber => {
+                        Some(("HALFCONN", ApiError::new(ErrorCode::HalfConn)))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(match e {
                         TransportError::Offline => ("OFFLINE", ApiError::new(ErrorCode::Offline)),
                         TransportError::QueueFull => {
                             ("RateLimit", ApiError::new(ErrorCode::RateLimit))
@@ -382,7 +392,9 @@ impl State {
                             "RrpcFailed",
                             ApiError::with_detail(ErrorCode::RrpcFailed, other),
                         ),
-                    };
+                    }),
+                };
+                if let Some((code, err)) = refused {
                     let settled = self.settle_here(message_id, code, rx).await;
                     settled.committed().await?;
                     return Err(err);

@@ -330,3 +330,54 @@ async fn blind_guesses_over_a_window_settle_nothing() {
     assert_eq!(y_status["Data"]["Status"], "ONLINE");
     h.stop().await;
 }
+
+/// A device that is online but subscribes to nothing never sees a call: a
+/// sync call is answered at once with `iot.messagebroker.HALFCONN` instead
+/// of waiting out the timeout, and both sync and async calls are recorded
+/// with that code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_without_subscriptions_is_half_connected() {
+    let h = Harness::start(ServerConfig {
+        sync_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    })
+    .await;
+    let a = h.http.clone();
+    let pk = product(&a, "Half_1").await;
+    let (iot_id, secret) = device(&a, &pk, "half").await;
+    let key = DeviceKey::new(
+        ProductKey::new(pk.as_str()).unwrap(),
+        DeviceName::new("half").unwrap(),
+    );
+    let creds = client::credentials(&key, &secret, CredentialOptions::default());
+    let (_ack, _reader, _writer) =
+        client::connect(&h.mqtt, client::connect_packet(&creds, 60, true))
+            .await
+            .unwrap();
+    wait_status(&a, &iot_id, "ONLINE").await;
+    let started = std::time::Instant::now();
+    let body = invoke(a.clone(), iot_id.clone(), "Calibrate").await;
+    assert_eq!(body["Code"], "iot.messagebroker.HALFCONN", "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    let body = invoke(a.clone(), iot_id.clone(), "Reboot").await;
+    assert_eq!(body["Success"], true, "{body}");
+    let listed = ok(
+        &a,
+        "QueryDeviceServiceData",
+        &[
+            ("IotId", &iot_id),
+            ("StartTime", "0"),
+            ("EndTime", "9999999999999"),
+        ],
+    )
+    .await;
+    let n = listed["Data"]["List"]["ServiceInfo"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(n, 2, "{listed}");
+    h.stop().await;
+}

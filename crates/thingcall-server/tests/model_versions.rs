@@ -15,7 +15,8 @@ fn text_offset_model() -> String {
     let mut doc: serde_json::Value = serde_json::from_str(MODEL).unwrap();
     for s in doc["services"].as_array_mut().unwrap() {
         if s["identifier"] == "Calibrate" {
-            s["inputData"][0]["dataType"] = serde_json::json!({"type": "text", "specs": {"length": "16"}});
+            s["inputData"][0]["dataType"] =
+                serde_json::json!({"type": "text", "specs": {"length": "16"}});
         }
     }
     doc.to_string()
@@ -52,7 +53,12 @@ async fn a_republished_version_name_gets_its_own_validators() {
     // `product` publishes the demo model (Offset is a float).
     let pk = product(a, "Versions_1").await;
     let (iot_id, _) = device(a, &pk, "dev1").await;
-    ok(a, "PublishThingModel", &[("ProductKey", &pk), ("ModelVersion", "v1")]).await;
+    ok(
+        a,
+        "PublishThingModel",
+        &[("ProductKey", &pk), ("ModelVersion", "v1")],
+    )
+    .await;
     assert_eq!(
         calibrate_code(a, &iot_id, r#"{"Offset":1.5}"#).await,
         "iot.device.InactiveDevice"
@@ -74,7 +80,12 @@ async fn a_republished_version_name_gets_its_own_validators() {
         &[("ProductKey", &pk), ("TslStr", &text_model)],
     )
     .await;
-    ok(a, "PublishThingModel", &[("ProductKey", &pk), ("ModelVersion", "v1")]).await;
+    ok(
+        a,
+        "PublishThingModel",
+        &[("ProductKey", &pk), ("ModelVersion", "v1")],
+    )
+    .await;
     assert_eq!(
         calibrate_code(a, &iot_id, r#"{"Offset":"abc"}"#).await,
         "iot.device.InactiveDevice",
