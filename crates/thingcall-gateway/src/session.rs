@@ -15,14 +15,13 @@ use thingcall_core::{AlinkReply, DeviceName, ProductKey, Topic, UnixMillis};
 use thingcall_sign::device::{MqttClientId, parse_username, verify_password};
 use thingcall_transport::{DeviceKey, DeviceReply, PresenceEvent, ReplyVia, TransportEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::metrics::GatewayMetrics;
 use crate::registry::DeviceLookup;
-use crate::{Filters, Inner, Outgoing, SessionHandle, StoredSession, acl, lock};
+use crate::{DeviceStream, Filters, Inner, Outgoing, SessionHandle, StoredSession, acl, lock};
 
 /// The kick reason a session gets when a new login of the same device
 /// replaces it; the replaced session reports no offline event.
@@ -85,15 +84,15 @@ impl Watch {
     }
 }
 
-struct Conn {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+struct Conn<S> {
+    rd: ReadHalf<S>,
+    wr: WriteHalf<S>,
     buf: BytesMut,
     out: BytesMut,
     max_packet: usize,
 }
 
-impl Conn {
+impl<S: DeviceStream> Conn<S> {
     /// The next complete packet, or `None` at end of stream.
     async fn read_packet(&mut self) -> Result<Option<Packet>, CodecError> {
         loop {
@@ -147,27 +146,17 @@ impl Conn {
             out,
             max_packet,
         } = self;
-        let mut at = match wr.try_write(out) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(End::Error(e.to_string())),
-        };
+        let mut at = 0;
         let mut stall_at = Instant::now() + watch.stall;
         // Reading goes on while the write waits, but only up to two packets'
         // worth: a device that floods and never reads is not buffered
         // without bound.
         let room = max_packet.saturating_mul(2);
         while at < out.len() {
+            // The write is polled first: when the socket takes the bytes at
+            // once (nearly always) no timer is ever armed.
             tokio::select! {
                 biased;
-                _ = watch.kick.changed() => return Err(watch.kicked()),
-                _ = tokio::time::sleep_until(watch.deadline) => return Err(End::KeepaliveTimeout),
-                _ = tokio::time::sleep_until(stall_at) => return Err(End::Stalled),
-                read = rd.read_buf(buf), if buf.len() < room => match read {
-                    Ok(0) => return Err(End::Closed("connection closed by the device")),
-                    Ok(_) => watch.heard(),
-                    Err(e) => return Err(End::Error(e.to_string())),
-                },
                 written = wr.write(&out[at..]) => match written {
                     Ok(0) => return Err(End::Error("the socket accepts no more bytes".to_owned())),
                     Ok(n) => {
@@ -176,34 +165,38 @@ impl Conn {
                     }
                     Err(e) => return Err(End::Error(e.to_string())),
                 },
+                _ = watch.kick.changed() => return Err(watch.kicked()),
+                _ = tokio::time::sleep_until(watch.deadline) => return Err(End::KeepaliveTimeout),
+                _ = tokio::time::sleep_until(stall_at) => return Err(End::Stalled),
+                read = rd.read_buf(buf), if buf.len() < room => match read {
+                    Ok(0) => return Err(End::Closed("connection closed by the device")),
+                    Ok(_) => watch.heard(),
+                    Err(e) => return Err(End::Error(e.to_string())),
+                },
             }
+        }
+        // TLS and WebSocket streams hold bytes until flushed.
+        if let Err(e) = wr.flush().await {
+            return Err(End::Error(e.to_string()));
         }
         Ok(())
     }
 
     /// Closes the connection: gracefully when the device ended it, else at
-    /// once with a reset, so that bytes the device never read cannot keep
-    /// the connection alive in the kernel.
+    /// once (for TCP with a reset), so that bytes the device never read
+    /// cannot keep the connection alive in the kernel.
     async fn close(self, graceful: bool) {
         let Conn { rd, mut wr, .. } = self;
         if graceful {
             let _ = wr.shutdown().await;
             return;
         }
-        if let Ok(stream) = rd.reunite(wr)
-            && let Err(e) = stream.set_zero_linger()
-        {
-            tracing::debug!(error = %e, "cannot set SO_LINGER 0; the close may linger");
-        }
+        rd.unsplit(wr).abort();
     }
 }
 
-pub(crate) async fn run(inner: Arc<Inner>, stream: TcpStream, addr: SocketAddr) {
-    // Without TCP_NODELAY every QoS 1 round trip stalls ~40 ms on delayed ACKs.
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::warn!(%addr, error = %e, "cannot set TCP_NODELAY");
-    }
-    let (rd, wr) = stream.into_split();
+pub(crate) async fn run<S: DeviceStream>(inner: Arc<Inner>, stream: S, addr: SocketAddr) {
+    let (rd, wr) = tokio::io::split(stream);
     // Small initial buffers: most devices are idle most of the time, and a
     // buffer grows when a big message comes.
     let mut conn = Conn {
@@ -373,9 +366,9 @@ impl Inflight {
     }
 }
 
-async fn session(
+async fn session<S: DeviceStream>(
     inner: Arc<Inner>,
-    mut conn: Conn,
+    mut conn: Conn<S>,
     addr: SocketAddr,
     connect: Connect,
     auth: Auth,
@@ -597,9 +590,9 @@ async fn presence(
     inner.hub.publish(TransportEvent::Presence(event)).await;
 }
 
-async fn send_publish(
+async fn send_publish<S: DeviceStream>(
     inner: &Inner,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     watch: &mut Watch,
     inflight: &mut Inflight,
     msg: Outgoing,
@@ -616,9 +609,9 @@ async fn send_publish(
     Ok(())
 }
 
-async fn handle_packet(
+async fn handle_packet<S: DeviceStream>(
     inner: &Inner,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     watch: &mut Watch,
     device: &DeviceKey,
     filters: &Filters,
@@ -646,9 +639,9 @@ async fn handle_packet(
     }
 }
 
-async fn handle_subscribe(
+async fn handle_subscribe<S: DeviceStream>(
     inner: &Inner,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     watch: &mut Watch,
     device: &DeviceKey,
     filters: &Filters,
@@ -677,9 +670,9 @@ async fn handle_subscribe(
         .await
 }
 
-async fn handle_publish(
+async fn handle_publish<S: DeviceStream>(
     inner: &Inner,
-    conn: &mut Conn,
+    conn: &mut Conn<S>,
     watch: &mut Watch,
     device: &DeviceKey,
     publish: Publish,
