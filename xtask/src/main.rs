@@ -3,10 +3,12 @@
 //! * `cargo xtask codegen` regenerates committed source files from the data
 //!   files they are derived from; `--check` fails when a file is stale.
 //! * `cargo xtask release --dry-run | VERSION` checks and cuts releases.
+//! * `cargo xtask fuzz [--seconds N] [TARGET...]` runs the fuzz targets.
 //!
 //! Run `cargo xtask help` for the full list.
 
 mod codegen;
+mod fuzz;
 mod release;
 
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("codegen") => codegen::run(&args[1..]),
         Some("release") => release::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             print_help();
             Ok(())
@@ -41,6 +44,7 @@ fn print_help() {
          codegen [--check]   regenerate committed generated files (--check: fail if stale)\n  \
          release --dry-run   check every publishable crate and package it\n  \
          release VERSION     bump versions, update CHANGELOG.md, commit and tag\n  \
+         fuzz [--seconds N] [TARGET...]\n                      run every fuzz target (or those named) N s each (20)\n  \
          help                this text"
     );
 }

@@ -8,6 +8,8 @@
 
 mod actions;
 mod catalog;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod ids;
 mod journal;
