@@ -19,97 +19,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thingcall_core::{
-    AlinkRequest, Clock, DeviceName, Identifier, MessageId, ProductKey, Qos, Secret, UnixMillis,
+    AlinkRequest, Clock, DeviceName, Identifier, MessageId, ProductKey, Qos, Secret,
 };
-use thingcall_gateway::simulator::{self, SimulatorConfig};
+use thingcall_gateway::simulator;
 use thingcall_gateway::{Gateway, GatewayConfig, MapRegistry};
 use thingcall_server::{Server, ServerConfig, ServerOptions, SystemClock};
-use thingcall_sign::v1;
 use thingcall_transport::{Delivery, DeliveryKind, DeviceKey, RrpcForm, Transport, TransportEvent};
-use thingcall_tsl::CompiledModel;
-use thingcall_wire::form::encode_pairs;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
+
+mod support;
+
+use support::*;
 
 /// The allocator the `thingcall` binary uses, so the numbers are the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const MODEL: &str = include_str!("../demo/model.json");
-const KEY_ID: &str = "benchid";
-const KEY_SECRET: &str = "benchsecret";
-
-fn model() -> Arc<CompiledModel> {
-    Arc::new(CompiledModel::compile(thingcall_tsl::check_str(MODEL).unwrap()).unwrap())
-}
-
-fn sim(server: &str, device: DeviceKey, secret: &str) -> SimulatorConfig {
-    SimulatorConfig {
-        seed: 1,
-        ..SimulatorConfig::new(server, device, Secret::new(secret), model())
-    }
-}
-
-struct Stats {
-    calls: usize,
-    per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-    /// Process CPU time (all threads, user + system) per call: steadier
-    /// than throughput on a machine whose neighbours come and go.
-    cpu_per_call: Duration,
-}
-
-/// The process's CPU time so far (Linux: `/proc/self/stat`, in the fixed
-/// 100 Hz ticks the kernel reports there).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the command name come the state (field 3) and the numbers;
-    // utime and stime are fields 14 and 15 of the line.
-    let field = |n: usize| -> u64 { fields.get(n - 3).and_then(|f| f.parse().ok()).unwrap_or(0) };
-    let ticks = field(14) + field(15);
-    Duration::from_millis(ticks * 10)
-}
-
-/// Runs `phase` and sets the CPU time per call it used.
-async fn measured(phase: impl std::future::Future<Output = Stats>) -> Stats {
-    let before = cpu_time();
-    let mut stats = phase.await;
-    let used = cpu_time().saturating_sub(before);
-    stats.cpu_per_call = used / u32::try_from(stats.calls.max(1)).unwrap_or(u32::MAX);
-    stats
-}
-
-fn stats(mut lat: Vec<Duration>, elapsed: Duration) -> Stats {
-    lat.sort_unstable();
-    let pick = |q: f64| {
-        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Stats {
-        calls: lat.len(),
-        per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
-        p50: pick(0.50),
-        p99: pick(0.99),
-        cpu_per_call: Duration::ZERO,
-    }
-}
-
-fn print(label: &str, s: &Stats) {
-    println!(
-        "{label:<44} {:>9.0} calls/s {:>8} calls   p50 {:>8.3} ms   p99 {:>8.3} ms   cpu {:>6.1} us/call",
-        s.per_sec,
-        s.calls,
-        s.p50.as_secs_f64() * 1e3,
-        s.p99.as_secs_f64() * 1e3,
-        s.cpu_per_call.as_secs_f64() * 1e6
-    );
-}
 
 /// The gateway alone: an in-process requester and RRPC to simulated devices.
 async fn raw_baseline(devices: usize, in_flight: usize, seconds: u64) -> Stats {
@@ -262,71 +186,6 @@ async fn http_floor(connections: usize, seconds: u64) -> Stats {
     stats
 }
 
-/// A keep-alive HTTP/1.1 connection that sends signed v1 GETs.
-struct Http {
-    stream: tokio::net::TcpStream,
-    host: String,
-    buf: Vec<u8>,
-}
-
-static NONCE: AtomicU64 = AtomicU64::new(0);
-
-impl Http {
-    async fn connect(addr: &str) -> Http {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        Http {
-            stream,
-            host: addr.to_owned(),
-            buf: Vec::with_capacity(4096),
-        }
-    }
-
-    /// Sends one signed GET; returns whether the answer says `Success`.
-    async fn call(&mut self, extra: &[(&str, &str)]) -> bool {
-        let query = signed_form("GET", "InvokeThingService", extra);
-        let req = format!("GET /?{query} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
-        self.stream.write_all(req.as_bytes()).await.unwrap();
-        // Read one response (Content-Length framed), straight into the
-        // connection's buffer: the generator's own cost is shared by every
-        // phase, so it is kept small.
-        self.buf.clear();
-        loop {
-            let n = self.stream.read_buf(&mut self.buf).await.unwrap();
-            assert!(n > 0, "server closed the connection");
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                let len = content_length(&self.buf[..end]);
-                if self.buf.len() >= end + 4 + len {
-                    let body = &self.buf[end + 4..end + 4 + len];
-                    return find(body, b"\"Success\":true").is_some();
-                }
-            }
-        }
-    }
-
-    /// The last response's bytes, for a failure message.
-    fn last(&self) -> String {
-        String::from_utf8_lossy(&self.buf).into_owned()
-    }
-}
-
-/// The `Content-Length` of a response head (0 when absent).
-fn content_length(head: &[u8]) -> usize {
-    head.split(|&b| b == b'\n')
-        .find_map(|line| {
-            let name = b"content-length:";
-            (line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name))
-                .then(|| &line[name.len()..])
-        })
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Runs `connections` clients for `seconds`; `rate` caps total calls/s.
 async fn http_load(
     addr: &str,
@@ -408,44 +267,14 @@ async fn e2e(devices: usize, connections: usize, seconds: u64) -> (Stats, Stats,
     }));
 
     // Provision through the API itself.
-    let provision = |action: &'static str, extra: Vec<(String, String)>| {
-        let h = h.clone();
-        async move { raw_call(&h, action, &extra).await }
-    };
-    let created = provision(
-        "CreateProduct",
-        vec![
-            ("ProductName".into(), "Bench_1".into()),
-            ("NodeType".into(), "0".into()),
-            ("AliyunCommodityCode".into(), "iothub_senior".into()),
-            ("DataFormat".into(), "1".into()),
-        ],
-    )
-    .await;
-    let pk = created["ProductKey"].as_str().unwrap().to_owned();
-    provision(
-        "ImportThingModelTsl",
-        vec![
-            ("ProductKey".into(), pk.clone()),
-            ("TslStr".into(), MODEL.into()),
-        ],
-    )
-    .await;
-    provision("PublishThingModel", vec![("ProductKey".into(), pk.clone())]).await;
+    let pk = provision_product(&h, "Bench_1").await;
     let (calls, _keep) = tokio::sync::mpsc::unbounded_channel();
     for i in 0..devices {
-        let r = provision(
-            "RegisterDevice",
-            vec![
-                ("ProductKey".into(), pk.clone()),
-                ("DeviceName".into(), format!("bench-{i}")),
-            ],
-        )
-        .await;
-        let secret = r["Data"]["DeviceSecret"].as_str().unwrap().to_owned();
+        let name = format!("bench-{i}");
+        let secret = register(&h, &pk, &name).await;
         let key = DeviceKey::new(
             ProductKey::new(pk.as_str()).unwrap(),
-            DeviceName::new(format!("bench-{i}")).unwrap(),
+            DeviceName::new(name).unwrap(),
         );
         let (cfg, calls, mut s) = (sim(&m, key, &secret), calls.clone(), stop_rx.clone());
         tokio::spawn(async move {
@@ -477,50 +306,6 @@ async fn e2e(devices: usize, connections: usize, seconds: u64) -> (Stats, Stats,
     let _ = served.await;
     let _ = std::fs::remove_dir_all(dir);
     (sync, asyn, half)
-}
-
-/// A signed v1 request's form: the common parameters with a fresh nonce
-/// and timestamp, then `extra`, then the signature.
-fn signed_form(method: &str, action: &str, extra: &[(&str, &str)]) -> String {
-    let nonce = NONCE.fetch_add(1, Ordering::Relaxed).to_string();
-    let ts = UnixMillis::new(SystemClock.now().get()).to_iso8601_seconds();
-    let mut params: Vec<(&str, &str)> = vec![
-        ("Action", action),
-        ("Version", "2018-01-20"),
-        ("Format", "JSON"),
-        ("AccessKeyId", KEY_ID),
-        ("SignatureMethod", "HMAC-SHA1"),
-        ("SignatureVersion", "1.0"),
-        ("SignatureNonce", &nonce),
-        ("Timestamp", &ts),
-    ];
-    params.extend_from_slice(extra);
-    let sig = v1::sign(method, &params, KEY_SECRET);
-    params.push(("Signature", &sig));
-    encode_pairs(params.iter().copied())
-}
-
-async fn raw_call(addr: &str, action: &str, extra: &[(String, String)]) -> serde_json::Value {
-    let extra: Vec<(&str, &str)> = extra
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let body = signed_form("POST", action, &extra);
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let json = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    assert_eq!(v["Success"], true, "{action}: {v}");
-    v
 }
 
 fn main() {

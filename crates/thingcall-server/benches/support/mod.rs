@@ -1,0 +1,250 @@
+//! What the server's benchmarks share: the model and credentials, the
+//! simulated devices' settings, a signed-request HTTP client, provisioning
+//! through the API, and latency statistics.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used
+)] // bench code; each bench uses part of this
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use thingcall_core::{Clock, Secret, UnixMillis};
+use thingcall_gateway::simulator::SimulatorConfig;
+use thingcall_server::SystemClock;
+use thingcall_sign::v1;
+use thingcall_transport::DeviceKey;
+use thingcall_tsl::CompiledModel;
+use thingcall_wire::form::encode_pairs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const MODEL: &str = include_str!("../../demo/model.json");
+pub const KEY_ID: &str = "benchid";
+pub const KEY_SECRET: &str = "benchsecret";
+
+pub fn model() -> Arc<CompiledModel> {
+    Arc::new(CompiledModel::compile(thingcall_tsl::check_str(MODEL).unwrap()).unwrap())
+}
+
+pub fn sim(server: &str, device: DeviceKey, secret: &str) -> SimulatorConfig {
+    SimulatorConfig {
+        seed: 1,
+        ..SimulatorConfig::new(server, device, Secret::new(secret), model())
+    }
+}
+
+pub struct Stats {
+    pub calls: usize,
+    pub per_sec: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    /// Process CPU time (all threads, user + system) per call: steadier
+    /// than throughput on a machine whose neighbours come and go.
+    pub cpu_per_call: Duration,
+}
+
+/// The process's CPU time so far (Linux: `/proc/self/stat`, in the fixed
+/// 100 Hz ticks the kernel reports there).
+pub fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command name come the state (field 3) and the numbers;
+    // utime and stime are fields 14 and 15 of the line.
+    let field = |n: usize| -> u64 { fields.get(n - 3).and_then(|f| f.parse().ok()).unwrap_or(0) };
+    let ticks = field(14) + field(15);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Runs `phase` and sets the CPU time per call it used.
+pub async fn measured(phase: impl std::future::Future<Output = Stats>) -> Stats {
+    let before = cpu_time();
+    let mut stats = phase.await;
+    let used = cpu_time().saturating_sub(before);
+    stats.cpu_per_call = used / u32::try_from(stats.calls.max(1)).unwrap_or(u32::MAX);
+    stats
+}
+
+pub fn stats(mut lat: Vec<Duration>, elapsed: Duration) -> Stats {
+    lat.sort_unstable();
+    let pick = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Stats {
+        calls: lat.len(),
+        per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+        cpu_per_call: Duration::ZERO,
+    }
+}
+
+pub fn print(label: &str, s: &Stats) {
+    println!(
+        "{label:<44} {:>9.0} calls/s {:>8} calls   p50 {:>8.3} ms   p99 {:>8.3} ms   cpu {:>6.1} us/call",
+        s.per_sec,
+        s.calls,
+        s.p50.as_secs_f64() * 1e3,
+        s.p99.as_secs_f64() * 1e3,
+        s.cpu_per_call.as_secs_f64() * 1e6
+    );
+}
+
+/// A keep-alive HTTP/1.1 connection that sends signed v1 GETs.
+pub struct Http {
+    stream: tokio::net::TcpStream,
+    host: String,
+    buf: Vec<u8>,
+}
+
+static NONCE: AtomicU64 = AtomicU64::new(0);
+
+impl Http {
+    pub async fn connect(addr: &str) -> Http {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Http {
+            stream,
+            host: addr.to_owned(),
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Sends one signed GET; returns whether the answer says `Success`.
+    pub async fn call(&mut self, extra: &[(&str, &str)]) -> bool {
+        let query = signed_form("GET", "InvokeThingService", extra);
+        let req = format!("GET /?{query} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        self.stream.write_all(req.as_bytes()).await.unwrap();
+        // Read one response (Content-Length framed), straight into the
+        // connection's buffer: the generator's own cost is shared by every
+        // phase, so it is kept small.
+        self.buf.clear();
+        loop {
+            let n = self.stream.read_buf(&mut self.buf).await.unwrap();
+            assert!(n > 0, "server closed the connection");
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let len = content_length(&self.buf[..end]);
+                if self.buf.len() >= end + 4 + len {
+                    let body = &self.buf[end + 4..end + 4 + len];
+                    return find(body, b"\"Success\":true").is_some();
+                }
+            }
+        }
+    }
+
+    /// The last response's bytes, for a failure message.
+    pub fn last(&self) -> String {
+        String::from_utf8_lossy(&self.buf).into_owned()
+    }
+}
+
+/// The `Content-Length` of a response head (0 when absent).
+pub fn content_length(head: &[u8]) -> usize {
+    head.split(|&b| b == b'\n')
+        .find_map(|line| {
+            let name = b"content-length:";
+            (line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name))
+                .then(|| &line[name.len()..])
+        })
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A signed v1 request's form: the common parameters with a fresh nonce
+/// and timestamp, then `extra`, then the signature.
+pub fn signed_form(method: &str, action: &str, extra: &[(&str, &str)]) -> String {
+    let nonce = NONCE.fetch_add(1, Ordering::Relaxed).to_string();
+    let ts = UnixMillis::new(SystemClock.now().get()).to_iso8601_seconds();
+    let mut params: Vec<(&str, &str)> = vec![
+        ("Action", action),
+        ("Version", "2018-01-20"),
+        ("Format", "JSON"),
+        ("AccessKeyId", KEY_ID),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+        ("SignatureNonce", &nonce),
+        ("Timestamp", &ts),
+    ];
+    params.extend_from_slice(extra);
+    let sig = v1::sign(method, &params, KEY_SECRET);
+    params.push(("Signature", &sig));
+    encode_pairs(params.iter().copied())
+}
+
+pub async fn raw_call(addr: &str, action: &str, extra: &[(String, String)]) -> serde_json::Value {
+    let extra: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let body = signed_form("POST", action, &extra);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let json = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["Success"], true, "{action}: {v}");
+    v
+}
+
+/// Creates a thing-model product through the API, with the demo model
+/// imported and published; returns its ProductKey.
+pub async fn provision_product(http: &str, name: &str) -> String {
+    let pairs = |items: &[(&str, &str)]| -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let created = raw_call(
+        http,
+        "CreateProduct",
+        &pairs(&[
+            ("ProductName", name),
+            ("NodeType", "0"),
+            ("AliyunCommodityCode", "iothub_senior"),
+            ("DataFormat", "1"),
+        ]),
+    )
+    .await;
+    let pk = created["ProductKey"].as_str().unwrap().to_owned();
+    raw_call(
+        http,
+        "ImportThingModelTsl",
+        &pairs(&[("ProductKey", &pk), ("TslStr", MODEL)]),
+    )
+    .await;
+    raw_call(http, "PublishThingModel", &pairs(&[("ProductKey", &pk)])).await;
+    pk
+}
+
+/// Registers a device through the API; returns its secret.
+pub async fn register(http: &str, pk: &str, name: &str) -> String {
+    let extra = [
+        ("ProductKey".to_owned(), pk.to_owned()),
+        ("DeviceName".to_owned(), name.to_owned()),
+    ];
+    let r = raw_call(http, "RegisterDevice", &extra).await;
+    r["Data"]["DeviceSecret"].as_str().unwrap().to_owned()
+}
