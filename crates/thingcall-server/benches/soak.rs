@@ -152,18 +152,23 @@ struct Pool {
 
 impl Pool {
     async fn call(&self, extra: &[(&str, &str)]) -> (Duration, String) {
-        let taken = self.idle.lock().unwrap().pop();
-        let mut http = match taken {
-            Some(h) => h,
-            None => Http::connect(&self.addr).await,
-        };
-        let t0 = Instant::now();
-        http.call(extra).await;
-        let took = t0.elapsed();
-        let body = http.last();
-        let result = outcome(body.split_once("\r\n\r\n").map_or("", |(_, b)| b));
-        self.idle.lock().unwrap().push(http);
-        (took, result)
+        loop {
+            let taken = self.idle.lock().unwrap().pop();
+            let mut http = match taken {
+                Some(h) => h,
+                None => Http::connect(&self.addr).await,
+            };
+            let t0 = Instant::now();
+            // A pooled connection the server closed while idle: try another.
+            if http.try_call(extra).await.is_err() {
+                continue;
+            }
+            let took = t0.elapsed();
+            let body = http.last();
+            let result = outcome(body.split_once("\r\n\r\n").map_or("", |(_, b)| b));
+            self.idle.lock().unwrap().push(http);
+            return (took, result);
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 //! 6. the nonce is fresh for this AccessKey (`SignatureNonceUsed`), and is
 //!    then remembered.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use thingcall_core::{ApiError, ErrorCode, Secret, UnixMillis};
@@ -56,16 +56,42 @@ pub trait NonceStore {
 }
 
 /// An in-memory nonce store that evicts expired entries as time passes.
+///
+/// It remembers every nonce for as long as its timestamp could still be
+/// accepted (15 minutes by default), which at thousands of requests per
+/// second is millions of nonces, so each costs little: a 128-bit digest of
+/// (AccessKey id, nonce) and its expiry, about 32 bytes, in hash tables
+/// grouped by expiry into two-minute generations that are dropped whole
+/// once they have expired.
 #[derive(Debug, Default)]
 pub struct InMemoryNonceStore {
     inner: Mutex<NonceTable>,
 }
 
+/// The span of expiry times one generation covers.
+const GENERATION_MILLIS: i64 = 2 * 60 * 1000;
+
 #[derive(Debug, Default)]
 struct NonceTable {
-    seen: HashSet<(String, String)>,
-    by_expiry: BTreeMap<(i64, u64), (String, String)>,
-    sequence: u64,
+    /// Generation number (expiry / span) → digest → expiry.
+    generations: BTreeMap<i64, HashMap<u128, i64>>,
+}
+
+/// A collision-resistant digest of the pair: SHA-256 over the length of
+/// the id, the id and the nonce, cut to 128 bits. (A keyless digest: the
+/// store needs no random key, and finding two pairs with one digest is
+/// out of reach.)
+fn nonce_digest(access_key_id: &str, nonce: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let len = u32::try_from(access_key_id.len()).unwrap_or(u32::MAX);
+    let hash = Sha256::new()
+        .chain_update(len.to_be_bytes())
+        .chain_update(access_key_id.as_bytes())
+        .chain_update(nonce.as_bytes())
+        .finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash[..16]);
+    u128::from_le_bytes(first)
 }
 
 impl InMemoryNonceStore {
@@ -74,9 +100,13 @@ impl InMemoryNonceStore {
         InMemoryNonceStore::default()
     }
 
-    /// How many nonces are remembered now.
+    /// How many nonces are held now (expired ones included until their
+    /// generation is dropped).
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|t| t.seen.len()).unwrap_or(0)
+        self.inner
+            .lock()
+            .map(|t| t.generations.values().map(HashMap::len).sum())
+            .unwrap_or(0)
     }
 
     /// True when no nonce is remembered.
@@ -93,27 +123,33 @@ impl NonceStore for InMemoryNonceStore {
         now: UnixMillis,
         expires: UnixMillis,
     ) -> bool {
+        let digest = nonce_digest(access_key_id, nonce);
         // A poisoned lock only means another thread panicked mid-insert; the
         // table is still consistent enough to keep refusing replays.
         let mut table = match self.inner.lock() {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
         };
-        while let Some(entry) = table.by_expiry.first_entry() {
-            if entry.key().0 > now.get() {
+        // Generations whose every expiry has passed go whole.
+        while let Some(entry) = table.generations.first_entry() {
+            if (entry.key() + 1).saturating_mul(GENERATION_MILLIS) > now.get() {
                 break;
             }
-            let key = entry.remove();
-            table.seen.remove(&key);
+            entry.remove();
         }
-        let key = (access_key_id.to_owned(), nonce.to_owned());
-        if table.seen.contains(&key) {
+        let seen = table
+            .generations
+            .values()
+            .any(|g| g.get(&digest).is_some_and(|until| *until > now.get()));
+        if seen {
             return false;
         }
-        table.sequence += 1;
-        let seq = table.sequence;
-        table.by_expiry.insert((expires.get(), seq), key.clone());
-        table.seen.insert(key);
+        let generation = expires.get().div_euclid(GENERATION_MILLIS);
+        table
+            .generations
+            .entry(generation)
+            .or_default()
+            .insert(digest, expires.get());
         true
     }
 }
@@ -354,9 +390,19 @@ mod tests {
             "nonces are per key"
         );
         assert_eq!(store.len(), 2);
+        // Past its expiry a nonce is free again (it replaces its old entry).
         let later = t0.add_millis(101);
-        assert!(store.check_and_record("k", "n2", later, later.add_millis(100)));
-        assert_eq!(store.len(), 1, "expired entries are gone");
         assert!(store.check_and_record("k", "n1", later, later.add_millis(100)));
+        assert_eq!(store.len(), 2);
+        // Once every expiry of a generation has passed, its memory goes.
+        let much_later = UnixMillis::new(GENERATION_MILLIS + 1);
+        assert!(store.check_and_record("k", "n2", much_later, much_later.add_millis(100)));
+        assert_eq!(store.len(), 1, "the expired generation is gone");
+        // A nonce whose timestamp lies ahead is remembered across several
+        // generations' worth of time.
+        let ahead = much_later.add_millis(10 * GENERATION_MILLIS);
+        assert!(store.check_and_record("k", "n3", much_later, ahead));
+        let soon = much_later.add_millis(5 * GENERATION_MILLIS);
+        assert!(!store.check_and_record("k", "n3", soon, ahead));
     }
 }

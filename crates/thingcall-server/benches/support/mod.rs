@@ -121,21 +121,29 @@ impl Http {
 
     /// Sends one signed GET; returns whether the answer says `Success`.
     pub async fn call(&mut self, extra: &[(&str, &str)]) -> bool {
+        self.try_call(extra).await.unwrap()
+    }
+
+    /// Like `call`, but a connection the server closed (an idle keep-alive
+    /// connection times out after 30 s) is an error, not a panic.
+    pub async fn try_call(&mut self, extra: &[(&str, &str)]) -> std::io::Result<bool> {
         let query = signed_form("GET", "InvokeThingService", extra);
         let req = format!("GET /?{query} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
-        self.stream.write_all(req.as_bytes()).await.unwrap();
+        self.stream.write_all(req.as_bytes()).await?;
         // Read one response (Content-Length framed), straight into the
         // connection's buffer: the generator's own cost is shared by every
         // phase, so it is kept small.
         self.buf.clear();
         loop {
-            let n = self.stream.read_buf(&mut self.buf).await.unwrap();
-            assert!(n > 0, "server closed the connection");
+            let n = self.stream.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             if let Some(end) = find(&self.buf, b"\r\n\r\n") {
                 let len = content_length(&self.buf[..end]);
                 if self.buf.len() >= end + 4 + len {
                     let body = &self.buf[end + 4..end + 4 + len];
-                    return find(body, b"\"Success\":true").is_some();
+                    return Ok(find(body, b"\"Success\":true").is_some());
                 }
             }
         }
