@@ -90,6 +90,9 @@ struct Conn<S> {
     buf: BytesMut,
     out: BytesMut,
     max_packet: usize,
+    /// A write is waiting for the device to read (set while `send` waits,
+    /// left set when the session ends inside it).
+    blocked: bool,
 }
 
 impl<S: DeviceStream> Conn<S> {
@@ -145,6 +148,7 @@ impl<S: DeviceStream> Conn<S> {
             buf,
             out,
             max_packet,
+            blocked,
         } = self;
         let mut at = 0;
         let mut stall_at = Instant::now() + watch.stall;
@@ -152,6 +156,9 @@ impl<S: DeviceStream> Conn<S> {
         // worth: a device that floods and never reads is not buffered
         // without bound.
         let room = max_packet.saturating_mul(2);
+        // Another branch than the write can only win while the write waits:
+        // a session that ends in this loop ends with the device not reading.
+        *blocked = true;
         while at < out.len() {
             // The write is polled first: when the socket takes the bytes at
             // once (nearly always) no timer is ever armed.
@@ -179,19 +186,26 @@ impl<S: DeviceStream> Conn<S> {
         if let Err(e) = wr.flush().await {
             return Err(End::Error(e.to_string()));
         }
+        *blocked = false;
         Ok(())
     }
 
-    /// Closes the connection: gracefully when the device ended it, else at
-    /// once (for TCP with a reset), so that bytes the device never read
+    /// Closes the connection: gracefully, unless the device stopped
+    /// reading (a write was waiting, or stalled) or the stream failed; then
+    /// at once (for TCP with a reset), so that bytes the device never read
     /// cannot keep the connection alive in the kernel.
-    async fn close(self, graceful: bool) {
-        let Conn { rd, mut wr, .. } = self;
-        if graceful {
+    async fn close(self, end: &End) {
+        let Conn {
+            rd,
+            mut wr,
+            blocked,
+            ..
+        } = self;
+        if blocked || matches!(end, End::Stalled | End::Error(_)) {
+            rd.unsplit(wr).abort();
+        } else {
             let _ = wr.shutdown().await;
-            return;
         }
-        rd.unsplit(wr).abort();
     }
 }
 
@@ -205,6 +219,7 @@ pub(crate) async fn run<S: DeviceStream>(inner: Arc<Inner>, stream: S, addr: Soc
         buf: BytesMut::with_capacity(1024),
         out: BytesMut::with_capacity(512),
         max_packet: inner.config.max_packet,
+        blocked: false,
     };
 
     let connect = match tokio::time::timeout(inner.config.connect_timeout, conn.read_packet()).await
@@ -420,7 +435,7 @@ async fn session<S: DeviceStream>(
     let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present));
     if let Err(end) = conn.send(connack, &mut watch).await {
         count_end(&inner, &end);
-        conn.close(false).await;
+        conn.close(&end).await;
         cleanup(
             &inner,
             &device,
@@ -496,9 +511,8 @@ async fn session<S: DeviceStream>(
     // A session replaced by a new login of the same device reports no
     // offline event: the device is still online through the new session.
     let replaced = matches!(&end, End::Kicked(r) if r == REPLACED_BY_NEW_LOGIN);
-    let graceful = matches!(end, End::Closed(_));
+    conn.close(&end).await;
     let reason = end.reason();
-    conn.close(graceful).await;
     let mut unacked: Vec<Outgoing> = inflight.by_pkid.into_values().collect();
     unacked.extend(backlog);
     cleanup(
