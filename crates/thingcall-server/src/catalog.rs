@@ -9,100 +9,82 @@
 //! CONNECT authentication) reads only this mirror.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use thingcall_core::{DeviceRef, Secret, UnixMillis};
+use async_trait::async_trait;
+use thingcall_core::{DeviceRef, UnixMillis};
+use thingcall_gateway::{DeviceLookup, DeviceRegistry, RegistryError};
+use thingcall_sign::policy::{KeyState, KeyStore};
+use thingcall_transport::DeviceKey;
 use thingcall_wire::actions::DeviceStatus;
 
-use crate::repo::Change;
-use crate::store::Snapshot;
+use crate::store::{AccessKey, Change, Device, Product, Snapshot};
 
-/// An AccessKey pair.
-#[derive(Clone, Debug)]
-pub(crate) struct AccessKey {
-    pub(crate) id: String,
-    pub(crate) secret: Secret,
-    pub(crate) enabled: bool,
-}
+/// The mirror, shared by the engine, the handlers and the gateway's
+/// device authentication.
+pub(crate) type SharedCatalog = Arc<RwLock<Catalog>>;
 
-/// A published thing-model version: the default module and every custom
-/// module as they were when it was published.
-#[derive(Clone, Debug)]
-pub(crate) struct ModelVersion {
-    pub(crate) version: String,
-    pub(crate) description: Option<String>,
-    pub(crate) tsl: String,
-    pub(crate) created_ms: i64,
-    pub(crate) seq: i64,
-    /// Custom modules: block id → TSL.
-    pub(crate) modules: std::collections::BTreeMap<String, String>,
-}
-
-/// A product.
-#[derive(Clone, Debug)]
-pub(crate) struct Product {
-    pub(crate) product_key: String,
-    pub(crate) product_name: String,
-    pub(crate) product_secret: Secret,
-    pub(crate) description: Option<String>,
-    pub(crate) node_type: i64,
-    pub(crate) data_format: Option<i64>,
-    pub(crate) commodity_code: Option<String>,
-    pub(crate) auth_type: String,
-    pub(crate) protocol_type: Option<String>,
-    pub(crate) net_type: Option<String>,
-    pub(crate) category_key: Option<String>,
-    pub(crate) validate_type: i64,
-    pub(crate) created_ms: i64,
-    pub(crate) draft_tsl: String,
-    /// Oldest first; the last is the one in use.
-    pub(crate) versions: Vec<ModelVersion>,
-    /// Custom modules' draft TSLs, by block id (each names itself in its
-    /// profile).
-    pub(crate) modules: std::collections::BTreeMap<String, String>,
-}
-
-impl Product {
-    /// The version in use.
-    pub(crate) fn published(&self) -> Option<&ModelVersion> {
-        self.versions.last()
-    }
-
-    /// Whether the product has thing models (`iothub_senior`).
-    pub(crate) fn is_senior(&self) -> bool {
-        self.commodity_code.as_deref() == Some("iothub_senior")
+/// Read access; a lock poisoned by a panicking thread still holds a
+/// consistent mirror (every change is applied whole).
+pub(crate) fn read(c: &SharedCatalog) -> RwLockReadGuard<'_, Catalog> {
+    match c.read() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
     }
 }
 
-/// A device.
-#[derive(Clone, Debug)]
-pub(crate) struct Device {
-    pub(crate) iot_id: String,
-    pub(crate) product_key: String,
-    pub(crate) device_name: String,
-    pub(crate) device_secret: Secret,
-    pub(crate) nickname: Option<String>,
-    pub(crate) enabled: bool,
-    pub(crate) created_ms: i64,
-    pub(crate) activated_ms: Option<i64>,
-    pub(crate) online_ms: Option<i64>,
-    pub(crate) status_ms: i64,
-    pub(crate) ip_address: Option<String>,
-    /// Connected now (not stored: every device is offline after a restart).
-    pub(crate) online: bool,
+/// Write access (see [`read`]).
+pub(crate) fn write(c: &SharedCatalog) -> RwLockWriteGuard<'_, Catalog> {
+    match c.write() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
 }
 
-impl Device {
-    /// The status the API reports.
-    pub(crate) fn status(&self) -> DeviceStatus {
-        if !self.enabled {
-            DeviceStatus::Disable
-        } else if self.online {
-            DeviceStatus::Online
-        } else if self.activated_ms.is_none() {
-            DeviceStatus::Unactive
-        } else {
-            DeviceStatus::Offline
-        }
+/// The gateway authenticates devices against the mirror.
+pub(crate) struct CatalogRegistry(pub(crate) SharedCatalog);
+
+#[async_trait]
+impl DeviceRegistry for CatalogRegistry {
+    async fn lookup(&self, device: &DeviceKey) -> Result<DeviceLookup, RegistryError> {
+        let c = read(&self.0);
+        let (pk, dn) = (device.product_key.as_str(), device.device_name.as_str());
+        Ok(match c.device_by_name(pk, dn) {
+            Some(d) => DeviceLookup::Found {
+                secret: d.device_secret.clone(),
+                enabled: d.enabled,
+            },
+            None if c.tombstones.contains(&(pk.to_owned(), dn.to_owned())) => DeviceLookup::Deleted,
+            None => DeviceLookup::Unknown,
+        })
+    }
+}
+
+/// Signatures are checked against the mirror's AccessKeys.
+pub(crate) struct CatalogKeys<'a>(pub(crate) &'a SharedCatalog);
+
+impl KeyStore for CatalogKeys<'_> {
+    fn lookup(&self, access_key_id: &str) -> Option<KeyState> {
+        read(self.0)
+            .access_keys
+            .get(access_key_id)
+            .map(|k| KeyState {
+                secret: k.secret.clone(),
+                active: k.enabled,
+            })
+    }
+}
+
+/// The status the API reports for a device.
+pub(crate) fn status(d: &Device) -> DeviceStatus {
+    if !d.enabled {
+        DeviceStatus::Disable
+    } else if d.online {
+        DeviceStatus::Online
+    } else if d.activated_ms.is_none() {
+        DeviceStatus::Unactive
+    } else {
+        DeviceStatus::Offline
     }
 }
 
@@ -135,6 +117,7 @@ pub(crate) enum Unresolved {
 }
 
 impl Catalog {
+    /// The mirror of a store's contents.
     pub(crate) fn from_snapshot(s: Snapshot) -> Catalog {
         let mut c = Catalog::default();
         for k in s.access_keys {

@@ -1,7 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/` (see `docs/TESTING.md`).
 //! Not part of the API: they reach internals that have no public use.
 
-use crate::journal::{Entry, read_segment};
+use crate::store::journal::{Entry, read_segment};
 
 /// Reads `bytes` as a journal segment, as start-up replay does, and checks
 /// what it found: every entry read encodes and reads back the same, and a

@@ -22,8 +22,9 @@ use thingcall_wire::{
 };
 
 use crate::actions;
+use crate::catalog::CatalogKeys;
+use crate::engine::Engine;
 use crate::ids::request_id;
-use crate::state::State;
 
 fn respond(status: u16, format: Format, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -76,7 +77,7 @@ struct Parsed {
 
 /// Handles one HTTP request.
 pub(crate) async fn handle(
-    state: Arc<State>,
+    state: Arc<Engine>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == "/metrics" && req.method() == Method::GET {
@@ -128,7 +129,7 @@ pub(crate) async fn handle(
 type Failure = (Option<String>, Format, ApiError);
 
 async fn serve(
-    state: &State,
+    state: &Engine,
     req: Request<Incoming>,
     v3: bool,
     default_format: Format,
@@ -203,12 +204,18 @@ async fn serve(
             headers: &headers,
             body: &body,
         };
-        verify_v3(&request, state, &state.nonces, now, &state.config.verify)
+        verify_v3(
+            &request,
+            &CatalogKeys(&state.catalog),
+            &state.nonces,
+            now,
+            &state.config.verify,
+        )
     } else {
         verify_v1(
             &method,
             params.pairs(),
-            state,
+            &CatalogKeys(&state.catalog),
             &state.nonces,
             now,
             &state.config.verify,

@@ -95,7 +95,7 @@ impl MessageIds {
 
     pub(crate) fn next(&self, now: UnixMillis) -> MessageId {
         let ms = u64::try_from(now.get()).unwrap_or(0);
-        let mut state = crate::lock(&self.state);
+        let mut state = crate::sync::lock(&self.state);
         let tick = (state.last_tick + 1).max(ms);
         state.last_tick = tick;
         if state.pool.len() < 3 {

@@ -8,20 +8,20 @@
 
 mod actions;
 mod catalog;
+mod engine;
+mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
 mod ids;
-mod journal;
 mod metrics;
-mod repo;
-mod state;
 mod store;
+mod sync;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -32,21 +32,12 @@ use thingcall_gateway::{Gateway, GatewayConfig};
 use thingcall_transport::DeviceKey;
 use tokio::net::TcpListener;
 
-pub use state::ServerConfig;
-pub use store::StoreError;
+pub use engine::ServerConfig;
+pub use store::{StoreError, StoreErrorKind};
 
-use crate::catalog::AccessKey;
-use crate::state::{CatalogRegistry, State, read, write};
-
-/// Locks a mutex, taking the data back if a panicking thread poisoned it:
-/// every critical section in this crate leaves its data consistent, so one
-/// failed request must not stop the server.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
+use crate::catalog::{CatalogRegistry, read, write};
+use crate::engine::Engine;
+use crate::store::{AccessKey, Change, Records, Registry};
 
 /// How to open a server.
 #[derive(Clone, Debug)]
@@ -87,7 +78,7 @@ pub struct Demo {
 
 /// The server.
 pub struct Server {
-    state: Arc<State>,
+    state: Arc<Engine>,
     gateway: Gateway,
     generated_key: Option<GeneratedKey>,
 }
@@ -102,10 +93,9 @@ impl Server {
     /// Opens the store in `options.data_dir` (creating and migrating it),
     /// loads the registry and sets the AccessKey up.
     pub async fn open(options: ServerOptions, clock: Arc<dyn Clock>) -> Result<Server, StoreError> {
-        let store = Arc::new(store::Store::open(&options.data_dir)?);
-        let (registry, records): (Arc<dyn repo::Registry>, Arc<dyn repo::Records>) =
-            (store.clone(), store);
-        let (catalog, last_message_id) = state::load_catalog(registry.as_ref()).await?;
+        let store = Arc::new(store::sqlite::Store::open(&options.data_dir)?);
+        let (registry, records): (Arc<dyn Registry>, Arc<dyn Records>) = (store.clone(), store);
+        let (catalog, last_message_id) = engine::load_catalog(registry.as_ref()).await?;
         let gateway = Gateway::new(
             options.gateway,
             Arc::new(CatalogRegistry(Arc::clone(&catalog))),
@@ -137,7 +127,7 @@ impl Server {
             let mirror = Arc::clone(&catalog);
             registry
                 .apply(
-                    repo::Change::PutAccessKey { key, at: now },
+                    Change::PutAccessKey { key, at: now },
                     Box::new(move |change| {
                         write(&mirror).apply(change);
                     }),
@@ -145,7 +135,7 @@ impl Server {
                 .wait()
                 .await?;
         }
-        let state = Arc::new(State::assemble(
+        let state = Arc::new(Engine::assemble(
             options.config,
             registry,
             records,
@@ -298,7 +288,7 @@ impl Server {
         let _ = gw_task.await;
         events.abort();
         sweeper.abort();
-        self.state.records.close();
+        self.state.records.close().await;
         tracing::info!("store flushed; bye");
         Ok(())
     }
@@ -320,7 +310,7 @@ mod demo {
     pub(super) const DEVICE_NAME: &str = "demo-device-1";
     const MODEL: &str = include_str!("../demo/model.json");
 
-    async fn run(state: &State, action: &str, pairs: &[(&str, &str)]) -> Result<(), String> {
+    async fn run(state: &Engine, action: &str, pairs: &[(&str, &str)]) -> Result<(), String> {
         let params = Params::from_pairs(
             pairs
                 .iter()
@@ -335,7 +325,7 @@ mod demo {
             .map_err(|e| e.to_string())
     }
 
-    pub(super) async fn ensure(state: &State) -> Result<Demo, String> {
+    pub(super) async fn ensure(state: &Engine) -> Result<Demo, String> {
         let existing = read(&state.catalog)
             .products
             .values()

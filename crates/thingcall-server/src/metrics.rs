@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use thingcall_gateway::GatewayMetrics;
 
-use crate::lock;
-use crate::repo::RecordStats;
+use crate::store::RecordStats;
+use crate::sync::lock;
 
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: &[f64] = &[

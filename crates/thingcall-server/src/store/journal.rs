@@ -27,10 +27,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde_json::Value;
-use tokio::sync::oneshot;
+use thingcall_core::MessageId;
 
-use crate::lock;
-use crate::store::Invocation;
+use super::{CallMode, Completion, Invocation, Outcome, Resolver};
+use crate::sync::lock;
 
 /// A segment is closed and a new one started past this size.
 const SEGMENT_LIMIT: u64 = 8 * 1024 * 1024;
@@ -44,15 +44,8 @@ const FRAME_LIMIT: usize = 64 * 1024 * 1024;
 pub(crate) enum Entry {
     /// A new record.
     Insert(Invocation),
-    /// An outcome for a record. It applies only to the record of the
-    /// device `iot_id` (a reply completes only the call of the device that
-    /// sent it); entries journaled before that rule carry no device.
-    Complete {
-        message_id: String,
-        iot_id: Option<String>,
-        output: Option<String>,
-        code: String,
-    },
+    /// An outcome for a record (for the record of its device only).
+    Complete(Completion),
 }
 
 impl Entry {
@@ -75,28 +68,23 @@ impl Entry {
         match self {
             Entry::Insert(i) => {
                 out.extend_from_slice(br#"{"op":"insert""#);
-                field(out, "messageId", Some(&i.message_id));
+                field(out, "messageId", Some(&i.message_id.to_string()));
                 field(out, "iotId", Some(&i.iot_id));
                 field(out, "identifier", Some(&i.identifier));
                 field(out, "name", Some(&i.name));
                 out.extend_from_slice(br#","timeMs":"#);
                 out.extend_from_slice(i.time_ms.to_string().as_bytes());
-                field(out, "mode", Some(i.mode));
+                field(out, "mode", Some(i.mode.as_str()));
                 field(out, "input", Some(&i.input));
                 field(out, "output", i.output.as_deref());
-                field(out, "code", Some(&i.code));
+                field(out, "code", Some(&i.outcome.to_stored()));
             }
-            Entry::Complete {
-                message_id,
-                iot_id,
-                output,
-                code,
-            } => {
+            Entry::Complete(c) => {
                 out.extend_from_slice(br#"{"op":"complete""#);
-                field(out, "messageId", Some(message_id));
-                field(out, "iotId", iot_id.as_deref());
-                field(out, "output", output.as_deref());
-                field(out, "code", Some(code));
+                field(out, "messageId", Some(&c.message_id.to_string()));
+                field(out, "iotId", c.iot_id.as_deref());
+                field(out, "output", c.output.as_deref());
+                field(out, "code", Some(&c.outcome.to_stored()));
             }
         }
         out.push(b'}');
@@ -130,31 +118,42 @@ impl Entry {
                 Some(_) => Err(format!("field {k} is neither text nor null")),
             }
         };
+        let message_id = || -> Result<MessageId, String> {
+            text("messageId")?
+                .parse::<u64>()
+                .map(MessageId::from_u64)
+                .map_err(|_| "messageId is not a decimal u64".to_owned())
+        };
+        let outcome = |output: &Option<String>| -> Result<Outcome, String> {
+            Outcome::parse(&text("code")?, output.is_some()).map_err(|e| e.to_string())
+        };
         match v.get("op").and_then(Value::as_str) {
-            Some("insert") => Ok(Entry::Insert(Invocation {
-                message_id: text("messageId")?,
-                iot_id: text("iotId")?,
-                identifier: text("identifier")?,
-                name: text("name")?,
-                time_ms: v
-                    .get("timeMs")
-                    .and_then(Value::as_i64)
-                    .ok_or("no integer field timeMs")?,
-                mode: if text("mode")? == "sync" {
-                    "sync"
-                } else {
-                    "async"
-                },
-                input: text("input")?,
-                output: optional("output")?,
-                code: text("code")?,
-            })),
-            Some("complete") => Ok(Entry::Complete {
-                message_id: text("messageId")?,
-                iot_id: optional("iotId")?,
-                output: optional("output")?,
-                code: text("code")?,
-            }),
+            Some("insert") => {
+                let output = optional("output")?;
+                Ok(Entry::Insert(Invocation {
+                    message_id: message_id()?,
+                    iot_id: text("iotId")?,
+                    identifier: text("identifier")?,
+                    name: text("name")?,
+                    time_ms: v
+                        .get("timeMs")
+                        .and_then(Value::as_i64)
+                        .ok_or("no integer field timeMs")?,
+                    mode: CallMode::parse(&text("mode")?).map_err(|e| e.to_string())?,
+                    input: text("input")?,
+                    outcome: outcome(&output)?,
+                    output,
+                }))
+            }
+            Some("complete") => {
+                let output = optional("output")?;
+                Ok(Entry::Complete(Completion {
+                    message_id: message_id()?,
+                    iot_id: optional("iotId")?,
+                    outcome: outcome(&output)?,
+                    output,
+                }))
+            }
             _ => Err("unknown op".into()),
         }
     }
@@ -210,7 +209,7 @@ pub(crate) fn read_segment(bytes: &[u8]) -> Segment {
 pub(crate) struct Queued {
     pub(crate) entry: Entry,
     /// Told, after the copy commits, whether the entry found its record.
-    pub(crate) done: Option<oneshot::Sender<Result<bool, String>>>,
+    pub(crate) done: Option<Resolver<bool>>,
 }
 
 /// The journal's appending side and its queue of uncopied entries.
@@ -350,43 +349,43 @@ impl Journal {
 mod tests {
     use super::*;
 
-    fn insert(id: &str) -> Entry {
+    fn insert(id: u64) -> Entry {
         Entry::Insert(Invocation {
-            message_id: id.to_owned(),
+            message_id: MessageId::from_u64(id),
             iot_id: "dev\u{e9}".to_owned(),
             identifier: "Calibrate".to_owned(),
             name: "Calibrate \"x\"".to_owned(),
             time_ms: 17,
-            mode: "sync",
+            mode: CallMode::Sync,
             input: "{\"Offset\":1.5}".to_owned(),
             output: None,
-            code: "TIMEOUT".to_owned(),
+            outcome: Outcome::Timeout,
         })
     }
 
-    fn complete(id: &str) -> Entry {
-        Entry::Complete {
-            message_id: id.to_owned(),
+    fn complete(id: u64) -> Entry {
+        Entry::Complete(Completion {
+            message_id: MessageId::from_u64(id),
             iot_id: Some("dev\u{e9}".to_owned()),
             output: Some("{\"code\":200}".to_owned()),
-            code: "200 (late)".to_owned(),
-        }
+            outcome: Outcome::Late(200),
+        })
     }
 
     #[test]
     fn frames_round_trip() {
         let awkward = Entry::Insert(Invocation {
-            message_id: "3".to_owned(),
+            message_id: MessageId::from_u64(u64::MAX),
             iot_id: "\\\"\u{0}\u{1f}\u{7f}".to_owned(),
             identifier: "block:svc".to_owned(),
             name: "\u{1F680} \u{2028}".to_owned(),
             time_ms: -1,
-            mode: "async",
+            mode: CallMode::Async,
             input: "{\"s\":\"\\n\"}\n\t".to_owned(),
             output: Some(String::new()),
-            code: "9201".to_owned(),
+            outcome: Outcome::Replied(9201),
         });
-        let entries = [insert("1"), complete("1"), insert("2"), awkward];
+        let entries = [insert(1), complete(1), insert(2), awkward];
         let mut bytes = Vec::new();
         for e in &entries {
             e.encode(&mut bytes);
@@ -401,13 +400,13 @@ mod tests {
     #[test]
     fn a_torn_tail_keeps_every_whole_frame() {
         let mut bytes = Vec::new();
-        insert("1").encode(&mut bytes);
-        complete("1").encode(&mut bytes);
+        insert(1).encode(&mut bytes);
+        complete(1).encode(&mut bytes);
         let whole = bytes.len();
-        insert("2").encode(&mut bytes);
+        insert(2).encode(&mut bytes);
         for cut in whole + 1..bytes.len() {
             let read = read_segment(&bytes[..cut]);
-            assert_eq!(read.entries, [insert("1"), complete("1")], "cut at {cut}");
+            assert_eq!(read.entries, [insert(1), complete(1)], "cut at {cut}");
             assert!(read.stopped.is_some(), "cut at {cut}");
         }
         assert_eq!(read_segment(&bytes[..whole]).entries.len(), 2);
@@ -416,13 +415,13 @@ mod tests {
     #[test]
     fn a_flipped_bit_stops_reading_at_its_frame() {
         let mut bytes = Vec::new();
-        insert("1").encode(&mut bytes);
+        insert(1).encode(&mut bytes);
         let second = bytes.len();
-        insert("2").encode(&mut bytes);
-        insert("3").encode(&mut bytes);
+        insert(2).encode(&mut bytes);
+        insert(3).encode(&mut bytes);
         bytes[second + 20] ^= 0x01;
         let read = read_segment(&bytes);
-        assert_eq!(read.entries, [insert("1")]);
+        assert_eq!(read.entries, [insert(1)]);
         assert!(read.stopped.unwrap().contains("checksum"));
     }
 
@@ -443,8 +442,8 @@ mod tests {
         bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         bytes.extend_from_slice(payload);
-        insert("9").encode(&mut bytes);
-        assert_eq!(read_segment(&bytes).entries, [insert("9")]);
+        insert(9).encode(&mut bytes);
+        assert_eq!(read_segment(&bytes).entries, [insert(9)]);
     }
 
     /// A write that fails (here: `/dev/full`, ENOSPC) is reported, and when
@@ -461,7 +460,7 @@ mod tests {
         lock(&j.inner).file = OpenOptions::new().append(true).open("/dev/full").unwrap();
         let e = j
             .append(Queued {
-                entry: insert("1"),
+                entry: insert(1),
                 done: None,
             })
             .unwrap_err();
@@ -469,13 +468,13 @@ mod tests {
         assert!(lock(&j.inner).torn, "/dev/full cannot be truncated");
         assert!(j.take().0.is_empty(), "a failed entry is not queued");
         j.append(Queued {
-            entry: insert("2"),
+            entry: insert(2),
             done: None,
         })
         .unwrap();
         assert_eq!(segments(&dir).unwrap(), [0, 1]);
         let read = read_segment(&std::fs::read(segment_path(&dir, 1)).unwrap());
-        assert_eq!(read.entries, [insert("2")]);
+        assert_eq!(read.entries, [insert(2)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -488,21 +487,21 @@ mod tests {
         assert_eq!(segments(&dir).unwrap(), [5]);
         assert!(
             j.append(Queued {
-                entry: insert("1"),
+                entry: insert(1),
                 done: None
             })
             .unwrap()
         );
         assert!(
             !j.append(Queued {
-                entry: complete("1"),
+                entry: complete(1),
                 done: None
             })
             .unwrap()
         );
         lock(&j.inner).len = SEGMENT_LIMIT;
         j.append(Queued {
-            entry: insert("2"),
+            entry: insert(2),
             done: None,
         })
         .unwrap();
@@ -511,11 +510,30 @@ mod tests {
         assert_eq!(taken.len(), 3);
         assert_eq!(seq, 6);
         let first = read_segment(&std::fs::read(segment_path(&dir, 5)).unwrap());
-        assert_eq!(first.entries, [insert("1"), complete("1")]);
+        assert_eq!(first.entries, [insert(1), complete(1)]);
         j.release(5..seq);
         assert_eq!(segments(&dir).unwrap(), [6]);
         j.remove_current();
         assert!(segments(&dir).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Entries journaled by earlier releases: an outcome without a device,
+    /// and the old stored forms of the platform's outcomes.
+    #[test]
+    fn entries_of_earlier_releases_decode() {
+        let old =
+            br#"{"op":"complete","messageId":"1700000000000000001","output":null,"code":"9201"}"#;
+        assert_eq!(
+            Entry::decode(old),
+            Ok(Entry::Complete(Completion {
+                message_id: MessageId::from_u64(1_700_000_000_000_000_001),
+                iot_id: None,
+                output: None,
+                outcome: Outcome::NotDelivered,
+            }))
+        );
+        let bad_id = br#"{"op":"complete","messageId":"12a","output":null,"code":"200"}"#;
+        assert!(Entry::decode(bad_id).is_err());
     }
 }

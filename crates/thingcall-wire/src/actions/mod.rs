@@ -124,9 +124,9 @@ fn is_cjk(c: char) -> bool {
     matches!(c, '\u{4e00}'..='\u{9fff}' | '\u{3400}'..='\u{4dbf}' | '\u{f900}'..='\u{faff}')
 }
 
-/// Every request thingcall understands.
+/// Every request thingcall understands. Exhaustive on purpose: the server
+/// matches every variant, so a new action cannot reach it unhandled.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub enum ApiRequest {
     /// `InvokeThingService`
     InvokeThingService(InvokeThingService),

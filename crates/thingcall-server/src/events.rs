@@ -1,0 +1,142 @@
+//! The event loop: device replies and presence changes, as the transport
+//! reports them.
+//!
+//! A reply completes only the call of the device that sent it: a pending
+//! sync call of that device with that message id, or else that device's
+//! record with that id (an async call, or a sync call that timed out).
+//! Anything else is ignored and counted. Presence changes are queued as
+//! registry changes without waiting for their commit, so the loop keeps
+//! pace with the devices, not with the disk.
+
+use std::sync::Arc;
+
+use thingcall_transport::{DeviceReply, EventStream, PresenceEvent, ReplyVia, TransportEvent};
+
+use crate::catalog::read;
+use crate::engine::{Engine, recorded_reply};
+use crate::store::{Change, Completion, Outcome};
+use crate::sync::lock;
+
+impl Engine {
+    /// Follows the transport's events until it closes.
+    pub(crate) async fn run_events(self: Arc<Self>, mut events: EventStream) {
+        while let Some(event) = events.recv().await {
+            match event {
+                TransportEvent::Reply(reply) => self.on_reply(reply).await,
+                TransportEvent::Presence(p) => self.on_presence(p),
+            }
+        }
+    }
+
+    /// Matches a device reply to its call by (device, message id): a reply
+    /// completes only the call of the device that sent it. Anything else is
+    /// ignored, logged at debug level (a device that guesses ids would
+    /// flood the log) and counted.
+    async fn on_reply(self: &Arc<Self>, reply: DeviceReply) {
+        let Some(message_id) = reply.message_id else {
+            self.reject_reply(&reply, "no_message_id");
+            return;
+        };
+        let mut table = lock(&self.pending);
+        match table.get(&message_id) {
+            Some(call) if call.device == reply.device => {
+                if let Some(call) = table.remove(&message_id) {
+                    self.settle(call, Ok(reply));
+                }
+                drop(table);
+                self.metrics.count_reply("sync");
+                return;
+            }
+            Some(_) => {
+                drop(table);
+                self.reject_reply(&reply, "other_device");
+                return;
+            }
+            None => {}
+        }
+        // An async reply, or a sync reply after its call timed out: complete
+        // the record so nothing the device said is lost. The update is
+        // queued under the table's lock, so it follows a timed-out call's
+        // record.
+        let iot_id = read(&self.catalog)
+            .device_by_name(
+                reply.device.product_key.as_str(),
+                reply.device.device_name.as_str(),
+            )
+            .map(|d| d.iot_id.clone());
+        let Some(iot_id) = iot_id else {
+            drop(table);
+            self.reject_reply(&reply, "unknown_device");
+            return;
+        };
+        let late = matches!(reply.via, ReplyVia::Rrpc);
+        let (output, code) = recorded_reply(&reply);
+        let pending = self.records.complete(Completion {
+            message_id,
+            iot_id: Some(iot_id),
+            output: Some(output),
+            outcome: if late {
+                Outcome::Late(code)
+            } else {
+                Outcome::Replied(code)
+            },
+        });
+        drop(table);
+        // The write is followed on its own task: the event loop must keep
+        // pace with the devices, not with the disk.
+        let state = Arc::clone(self);
+        tokio::spawn(async move {
+            let outcome = match pending {
+                Ok(p) => p.wait().await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(true) => {
+                    state
+                        .metrics
+                        .count_reply(if late { "late" } else { "async" });
+                    tracing::debug!(device = %reply.device, %message_id, code = reply.reply.code, late, "reply recorded");
+                }
+                Ok(false) => state.reject_reply(&reply, "unknown_call"),
+                Err(e) => tracing::error!(%message_id, error = %e, "cannot record a reply"),
+            }
+        });
+    }
+
+    fn reject_reply(&self, reply: &DeviceReply, reason: &'static str) {
+        self.metrics.count_rejected_reply(reason);
+        tracing::debug!(device = %reply.device, message_id = ?reply.message_id, id = %reply.reply.id, reason, "device reply ignored");
+    }
+
+    /// Records a presence change. The event loop that carries replies only
+    /// queues the write (in order with every other registry change) and
+    /// moves on; the mirror follows once it is committed.
+    fn on_presence(&self, p: PresenceEvent) {
+        let iot_id = read(&self.catalog)
+            .device_by_name(p.device.product_key.as_str(), p.device.device_name.as_str())
+            .map(|d| d.iot_id.clone());
+        let Some(iot_id) = iot_id else {
+            return;
+        };
+        let change = Change::Presence {
+            iot_id,
+            online: p.online,
+            at: p.at.get(),
+            ip_address: p
+                .online
+                .then(|| p.client_addr.map(|a| a.ip().to_string()))
+                .flatten(),
+        };
+        match self.submit_change(change) {
+            Ok((pending, _)) => {
+                let device = p.device;
+                tokio::spawn(async move {
+                    if let Err(e) = pending.wait().await {
+                        tracing::error!(%device, error = %e, "cannot record presence");
+                    }
+                });
+            }
+            Err(e) => tracing::error!(device = %p.device, error = %e, "cannot record presence"),
+        }
+    }
+}
