@@ -7,6 +7,8 @@
 //!   on none; wire, sign, tsl and transport on core alone; the gateway on
 //!   core, sign, tsl and transport (never on wire or the server).
 //! * The transport and the gateway never pull an HTTP stack.
+//! * No two files of the server crate import each other, even through
+//!   others.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
@@ -176,4 +178,166 @@ fn protocol_crates_only_depend_downwards() {
             "Architecture Invariant: {krate} may only depend on {ok:?}, found {bad:?}"
         );
     }
+}
+
+/// The modules of a crate's `src/` as paths (`store::sqlite`), each with
+/// its file's text. `lib.rs` is the root, `[]`.
+fn modules(src: &std::path::Path) -> BTreeMap<Vec<String>, String> {
+    fn walk(dir: &std::path::Path, prefix: &[String], out: &mut BTreeMap<Vec<String>, String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                let mut p = prefix.to_vec();
+                p.push(name);
+                walk(&path, &p, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let mut p = prefix.to_vec();
+                if name != "mod" && name != "lib" {
+                    p.push(name);
+                }
+                out.insert(p, std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(src, &[], &mut out);
+    out
+}
+
+/// The module paths a file names: `crate::a::b`, `super::c`, and the
+/// items of `use crate::a::{b, c}` groups, resolved to the longest prefix
+/// that is a module.
+fn references(
+    this: &[String],
+    text: &str,
+    all: &BTreeMap<Vec<String>, String>,
+) -> BTreeSet<Vec<String>> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let resolve = |mut path: Vec<String>| -> Option<Vec<String>> {
+        while !path.is_empty() {
+            if all.contains_key(&path) {
+                return Some(path);
+            }
+            path.pop();
+        }
+        None
+    };
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or_default();
+        for (start, anchor) in [("crate::", None), ("super::", Some(()))] {
+            let mut rest = code;
+            while let Some(at) = rest.find(start) {
+                let before = rest[..at].chars().last();
+                rest = &rest[at + start.len()..];
+                if before.is_some_and(is_ident) {
+                    continue;
+                }
+                // The base: the crate root, or this file's parent (a
+                // `mod.rs` is its own directory's module).
+                let mut base: Vec<String> = match anchor {
+                    None => Vec::new(),
+                    Some(()) => this[..this.len().saturating_sub(1)].to_vec(),
+                };
+                let mut tail = rest;
+                let mut more_super = tail.starts_with("super::");
+                while more_super {
+                    base.pop();
+                    tail = &tail["super::".len()..];
+                    more_super = tail.starts_with("super::");
+                }
+                let path_text: String = tail
+                    .chars()
+                    .take_while(|c| is_ident(*c) || *c == ':')
+                    .collect();
+                let mut path = base.clone();
+                path.extend(
+                    path_text
+                        .split("::")
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned),
+                );
+                if let Some(p) = resolve(path.clone()) {
+                    out.insert(p);
+                }
+                // `prefix::{a, b}`: each item may be a module itself.
+                let after = &tail[path_text.len()..];
+                if let Some(group) = after.strip_prefix('{') {
+                    let group = group.split('}').next().unwrap_or_default();
+                    for item in group.split(',') {
+                        let item = item.trim().split("::").next().unwrap_or_default().trim();
+                        let mut p = path.clone();
+                        p.push(item.to_owned());
+                        if all.contains_key(&p) {
+                            out.insert(p);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.remove(this);
+    out
+}
+
+/// No two files of the server import each other, directly or through
+/// others. A parent module naming its own children (`dispatch` calling
+/// `invoke::invoke`, `lib.rs` assembling the server) is the module tree,
+/// not an import, and is not counted.
+#[test]
+fn the_server_s_files_import_in_no_circle() {
+    let all = modules(&workspace_root().join("crates/thingcall-server/src"));
+    let mut edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for (path, text) in &all {
+        let targets = references(path, text, &all)
+            .into_iter()
+            .filter(|t| !t.starts_with(path))
+            .collect();
+        edges.insert(path.clone(), targets);
+    }
+    // Depth-first search for a back edge.
+    fn visit(
+        node: &Vec<String>,
+        edges: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+        stack: &mut Vec<Vec<String>>,
+        done: &mut BTreeSet<Vec<String>>,
+    ) -> Option<Vec<Vec<String>>> {
+        if let Some(at) = stack.iter().position(|n| n == node) {
+            let mut cycle = stack[at..].to_vec();
+            cycle.push(node.clone());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        stack.push(node.clone());
+        for next in edges.get(node).into_iter().flatten() {
+            if let Some(c) = visit(next, edges, stack, done) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        done.insert(node.clone());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in edges.keys() {
+        let mut stack = Vec::new();
+        if let Some(cycle) = visit(node, &edges, &mut stack, &mut done) {
+            let names: Vec<String> = cycle
+                .iter()
+                .map(|p| {
+                    if p.is_empty() {
+                        "lib".into()
+                    } else {
+                        p.join("::")
+                    }
+                })
+                .collect();
+            panic!("an import circle: {}", names.join(" -> "));
+        }
+    }
+    // The check sees imports at all: the engine uses the store.
+    assert!(edges[&vec!["engine".to_owned()]].contains(&vec!["store".to_owned()]));
 }

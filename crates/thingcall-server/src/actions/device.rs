@@ -8,7 +8,7 @@ use thingcall_wire::actions::{
 };
 use thingcall_wire::{Action, Data, Format};
 
-use super::{conflict, ok, product, resolve};
+use super::{conflict, find_product, ok, resolve};
 use crate::catalog::{gmt_utc, read, status};
 use crate::engine::{Engine, device_key, store_error};
 use crate::ids::alnum;
@@ -20,7 +20,7 @@ pub(super) async fn register_device(
     format: Format,
     rid: &RequestId,
 ) -> Result<String, ApiError> {
-    let p = product(state, r.product_key.as_str())?;
+    let p = find_product(state, r.product_key.as_str())?;
     let (device_name, iot_id) = {
         let c = read(&state.catalog);
         let name = match &r.device_name {

@@ -107,7 +107,8 @@ fn resolve(state: &Engine, r: &DeviceRef) -> Result<Device, ApiError> {
     read(&state.catalog).resolve(r).cloned().map_err(unresolved)
 }
 
-fn product(state: &Engine, product_key: &str) -> Result<Product, ApiError> {
+/// The product, or `iot.prod.NotExistedProduct`.
+fn find_product(state: &Engine, product_key: &str) -> Result<Product, ApiError> {
     read(&state.catalog)
         .products
         .get(product_key)

@@ -8,7 +8,7 @@ use thingcall_wire::actions::{
 use thingcall_wire::{Action, Data, Format};
 
 use super::thing_model::empty_tsl;
-use super::{conflict, ok, product};
+use super::{conflict, find_product, ok};
 use crate::catalog::read;
 use crate::engine::{Engine, device_key, store_error};
 use crate::ids::alnum;
@@ -110,7 +110,7 @@ pub(super) fn query_product(
     format: Format,
     rid: &RequestId,
 ) -> Result<String, ApiError> {
-    let p = product(state, r.product_key.as_str())?;
+    let p = find_product(state, r.product_key.as_str())?;
     let device_count = read(&state.catalog).devices_of(&p.product_key).len() as i64;
     let senior = p.is_senior();
     let data = QueryProductData {
@@ -142,7 +142,7 @@ pub(super) async fn delete_product(
     format: Format,
     rid: &RequestId,
 ) -> Result<String, ApiError> {
-    let p = product(state, r.product_key.as_str())?;
+    let p = find_product(state, r.product_key.as_str())?;
     let now = state.now().get();
     let applied = state
         .change(Change::DeleteProduct {

@@ -6,7 +6,7 @@ use thingcall_core::{ApiError, ErrorCode, RequestId};
 use thingcall_wire::actions::{ImportThingModelTsl, PublishThingModel, TslData};
 use thingcall_wire::{Action, Data, Format};
 
-use super::{ok, product};
+use super::{find_product, ok};
 use crate::engine::{Engine, store_error};
 use crate::store::{Change, ModelVersion, Product};
 
@@ -40,7 +40,7 @@ pub(super) async fn import_tsl(
     format: Format,
     rid: &RequestId,
 ) -> Result<String, ApiError> {
-    let p = product(state, r.product_key.as_str())?;
+    let p = find_product(state, r.product_key.as_str())?;
     senior(&p)?;
     if let Some(block) = &r.function_block_id
         && !p.modules.contains_key(block)
@@ -103,7 +103,7 @@ pub(super) async fn publish_model(
     format: Format,
     rid: &RequestId,
 ) -> Result<String, ApiError> {
-    let p = product(state, r.product_key.as_str())?;
+    let p = find_product(state, r.product_key.as_str())?;
     senior(&p)?;
     let seq = p.versions.last().map_or(1, |v| v.seq + 1);
     let version = r.model_version.unwrap_or_else(|| format!("V{seq}.0.0"));
@@ -204,7 +204,7 @@ pub(super) fn get_tsl(
     format: Format,
     rid: &RequestId,
 ) -> Result<String, ApiError> {
-    let p = product(state, q.product_key)?;
+    let p = find_product(state, q.product_key)?;
     senior(&p)?;
     let no_module = |b: &str| {
         ApiError::with_detail(
