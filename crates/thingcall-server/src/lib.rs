@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 pub use engine::ServerConfig;
 pub use store::{StoreError, StoreErrorKind};
 
-use crate::catalog::{CatalogRegistry, read, write};
+use crate::catalog::{CatalogRegistry, read};
 use crate::engine::Engine;
 use crate::store::{AccessKey, Change, Records, Registry};
 
@@ -79,7 +79,8 @@ pub struct Demo {
 /// The server.
 pub struct Server {
     state: Arc<Engine>,
-    gateway: Gateway,
+    /// The built-in gateway (absent for a server made from parts).
+    gateway: Option<Gateway>,
     generated_key: Option<GeneratedKey>,
 }
 
@@ -90,8 +91,9 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Opens the store in `options.data_dir` (creating and migrating it),
-    /// loads the registry and sets the AccessKey up.
+    /// Opens the store (creating and migrating it), loads the registry,
+    /// sets the AccessKey up, and puts the built-in MQTT gateway in front
+    /// of the engine.
     pub async fn open(options: ServerOptions, clock: Arc<dyn Clock>) -> Result<Server, StoreError> {
         let store = Arc::new(store::sqlite::Store::open(&options.data_dir)?);
         let (registry, records): (Arc<dyn Registry>, Arc<dyn Records>) = (store.clone(), store);
@@ -101,41 +103,7 @@ impl Server {
             Arc::new(CatalogRegistry(Arc::clone(&catalog))),
             Arc::clone(&clock),
         );
-        let now = clock.now().get();
-        let mut generated_key = None;
-        let key = match options.access_key {
-            Some((id, secret)) => Some(AccessKey {
-                id,
-                secret,
-                enabled: true,
-            }),
-            None if read(&catalog).access_keys.is_empty() => {
-                let k = AccessKey {
-                    id: format!("LTAI{}", ids::alnum(20)),
-                    secret: ids::alnum(30).into(),
-                    enabled: true,
-                };
-                generated_key = Some(GeneratedKey {
-                    id: k.id.clone(),
-                    secret: k.secret.clone(),
-                });
-                Some(k)
-            }
-            None => None,
-        };
-        if let Some(key) = key {
-            let mirror = Arc::clone(&catalog);
-            registry
-                .apply(
-                    Change::PutAccessKey { key, at: now },
-                    Box::new(move |change| {
-                        write(&mirror).apply(change);
-                    }),
-                )?
-                .wait()
-                .await?;
-        }
-        let state = Arc::new(Engine::assemble(
+        let engine = Engine::assemble(
             options.config,
             registry,
             records,
@@ -144,12 +112,49 @@ impl Server {
             Arc::new(gateway.clone()),
             clock,
             Some(gateway.clone()),
-        ));
+        );
+        let generated_key = ensure_access_key(&engine, options.access_key).await?;
         Ok(Server {
-            state,
-            gateway,
+            state: Arc::new(engine),
+            gateway: Some(gateway),
             generated_key,
         })
+    }
+
+    /// A server from its parts: any transport, any registry and record
+    /// store, any clock. The engine's tests run it on `MemoryTransport`
+    /// and a manual clock, as quinn tests `quinn-proto`; it has no MQTT
+    /// listener of its own.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn from_parts(
+        config: ServerConfig,
+        transport: Arc<dyn thingcall_transport::Transport>,
+        registry: Arc<dyn Registry>,
+        records: Arc<dyn Records>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, StoreError> {
+        let (catalog, last_message_id) = engine::load_catalog(registry.as_ref()).await?;
+        let engine = Engine::assemble(
+            config,
+            registry,
+            records,
+            catalog,
+            last_message_id,
+            transport,
+            clock,
+            None,
+        );
+        Ok(Server {
+            state: Arc::new(engine),
+            gateway: None,
+            generated_key: None,
+        })
+    }
+
+    /// The engine (for the crate's own tests).
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.state
     }
 
     /// The AccessKey generated because the store had none (print it once).
@@ -157,9 +162,9 @@ impl Server {
         self.generated_key.as_ref()
     }
 
-    /// The MQTT gateway (a `Transport`).
-    pub fn gateway(&self) -> &Gateway {
-        &self.gateway
+    /// The built-in MQTT gateway (`None` for a server made from parts).
+    pub fn gateway(&self) -> Option<&Gateway> {
+        self.gateway.as_ref()
     }
 
     /// Creates, idempotently, a demo product (one sync and one async
@@ -235,12 +240,18 @@ impl Server {
         let sweeper = tokio::spawn(Arc::clone(&self.state).run_sweeper());
         let gateway = self.gateway.clone();
         let mut gw_stop = stop_rx.clone();
+        // A server made from parts has no gateway; its MQTT listener is
+        // closed unused.
         let gw_task = tokio::spawn(async move {
-            gateway
-                .serve(mqtt, async move {
-                    let _ = gw_stop.wait_for(|s| *s).await;
-                })
-                .await
+            match gateway {
+                Some(g) => {
+                    g.serve(mqtt, async move {
+                        let _ = gw_stop.wait_for(|s| *s).await;
+                    })
+                    .await
+                }
+                None => Ok(()),
+            }
         });
 
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -292,6 +303,40 @@ impl Server {
         tracing::info!("store flushed; bye");
         Ok(())
     }
+}
+
+/// Stores the AccessKey the operator gave, or generates one for a store
+/// that has none (returned, to be shown once).
+async fn ensure_access_key(
+    engine: &Engine,
+    given: Option<(String, Secret)>,
+) -> Result<Option<GeneratedKey>, StoreError> {
+    let (key, generated) = match given {
+        Some((id, secret)) => (
+            AccessKey {
+                id,
+                secret,
+                enabled: true,
+            },
+            None,
+        ),
+        None if read(&engine.catalog).access_keys.is_empty() => {
+            let key = AccessKey {
+                id: format!("LTAI{}", ids::alnum(20)),
+                secret: ids::alnum(30).into(),
+                enabled: true,
+            };
+            let generated = GeneratedKey {
+                id: key.id.clone(),
+                secret: key.secret.clone(),
+            };
+            (key, Some(generated))
+        }
+        None => return Ok(None),
+    };
+    let at = engine.now().get();
+    engine.change(Change::PutAccessKey { key, at }).await?;
+    Ok(generated)
 }
 
 mod demo {

@@ -17,6 +17,8 @@ use crate::{
 pub struct MemoryTransport {
     online: Mutex<HashMap<DeviceKey, bool>>,
     delivered: Mutex<Vec<(Delivery, String)>>,
+    refusals: Mutex<HashMap<DeviceKey, TransportError>>,
+    unsubscribed: Mutex<std::collections::HashSet<DeviceKey>>,
     hub: EventHub,
 }
 
@@ -35,6 +37,31 @@ impl MemoryTransport {
     /// Takes a device offline.
     pub fn set_offline(&self, device: &DeviceKey) {
         lock(&self.online).remove(device);
+    }
+
+    /// Makes every delivery to `device` fail with `error` (`None`: deliver
+    /// again), as a full queue or a failing network would.
+    pub fn set_refusal(&self, device: &DeviceKey, error: Option<TransportError>) {
+        let mut refusals = lock(&self.refusals);
+        match error {
+            Some(e) => {
+                refusals.insert(device.clone(), e);
+            }
+            None => {
+                refusals.remove(device);
+            }
+        }
+    }
+
+    /// Whether an online `device` subscribes to the topics calls use; one
+    /// that does not gets [`DeliveryOutcome::NoSubscriber`].
+    pub fn set_subscribed(&self, device: &DeviceKey, subscribed: bool) {
+        let mut unsubscribed = lock(&self.unsubscribed);
+        if subscribed {
+            unsubscribed.remove(device);
+        } else {
+            unsubscribed.insert(device.clone());
+        }
     }
 
     /// Everything delivered so far, with the topic each went to.
@@ -70,11 +97,20 @@ impl MemoryTransport {
 #[async_trait]
 impl Transport for MemoryTransport {
     async fn deliver(&self, delivery: Delivery) -> Result<Delivered, TransportError> {
+        if let Some(e) = lock(&self.refusals).get(&delivery.device) {
+            return Err(e.clone());
+        }
         let ext = *lock(&self.online)
             .get(&delivery.device)
             .ok_or(TransportError::Offline)?;
         let topic =
             delivery_topic(&delivery.device, delivery.message_id, &delivery.kind, ext).to_string();
+        if lock(&self.unsubscribed).contains(&delivery.device) {
+            return Ok(Delivered {
+                topic,
+                outcome: DeliveryOutcome::NoSubscriber,
+            });
+        }
         lock(&self.delivered).push((delivery, topic.clone()));
         Ok(Delivered {
             topic,
