@@ -36,6 +36,7 @@ async fn server(sync_timeout: Duration) -> Running {
         },
         gateway: Default::default(),
         data_dir: dir,
+        store: Default::default(),
         access_key: Some(("clientid".into(), Secret::new("clientsecret"))),
     };
     let s = Server::open(options, Arc::new(SystemClock)).await.unwrap();

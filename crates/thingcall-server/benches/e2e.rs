@@ -251,6 +251,7 @@ async fn e2e(devices: usize, connections: usize, seconds: u64) -> (Stats, Stats,
         config: ServerConfig::default(),
         gateway: GatewayConfig::default(),
         data_dir: dir.clone(),
+        store: Default::default(),
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
     };
     let server = Server::open(options, Arc::new(SystemClock)).await.unwrap();

@@ -56,6 +56,7 @@ fn serve(dir: &str) {
             config: ServerConfig::default(),
             gateway: GatewayConfig::default(),
             data_dir: dir.into(),
+            store: Default::default(),
             access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         };
         let server = Server::open(options, Arc::new(SystemClock)).await.unwrap();

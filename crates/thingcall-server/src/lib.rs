@@ -33,6 +33,7 @@ use thingcall_transport::DeviceKey;
 use tokio::net::TcpListener;
 
 pub use engine::ServerConfig;
+pub use store::postgres::PostgresUrl;
 pub use store::{StoreError, StoreErrorKind};
 
 use crate::catalog::{CatalogRegistry, read};
@@ -46,10 +47,23 @@ pub struct ServerOptions {
     pub config: ServerConfig,
     /// MQTT gateway settings.
     pub gateway: GatewayConfig,
-    /// Where the SQLite store lives.
+    /// The data directory: the SQLite store lives here (when it is the
+    /// store), and the node's own files.
     pub data_dir: PathBuf,
+    /// Which store keeps the registry and the records.
+    pub store: StoreConfig,
     /// The AccessKey to accept (id, secret); stored, replacing its secret.
     pub access_key: Option<(String, Secret)>,
+}
+
+/// Which store a server keeps its registry and invocation records in.
+#[derive(Clone, Debug, Default)]
+pub enum StoreConfig {
+    /// SQLite in the data directory: the embedded default.
+    #[default]
+    Sqlite,
+    /// PostgreSQL (`serve --store postgres://...`).
+    Postgres(PostgresUrl),
 }
 
 /// An AccessKey pair generated for an empty store; shown to the operator once.
@@ -95,8 +109,16 @@ impl Server {
     /// sets the AccessKey up, and puts the built-in MQTT gateway in front
     /// of the engine.
     pub async fn open(options: ServerOptions, clock: Arc<dyn Clock>) -> Result<Server, StoreError> {
-        let store = Arc::new(store::sqlite::Store::open(&options.data_dir)?);
-        let (registry, records): (Arc<dyn Registry>, Arc<dyn Records>) = (store.clone(), store);
+        let (registry, records): (Arc<dyn Registry>, Arc<dyn Records>) = match &options.store {
+            StoreConfig::Sqlite => {
+                let store = Arc::new(store::sqlite::Store::open(&options.data_dir)?);
+                (store.clone(), store)
+            }
+            StoreConfig::Postgres(url) => {
+                let store = Arc::new(store::postgres::Store::connect(url).await?);
+                (store.clone(), store)
+            }
+        };
         let (catalog, last_message_id) = engine::load_catalog(registry.as_ref()).await?;
         let gateway = Gateway::new(
             options.gateway,

@@ -388,7 +388,7 @@ async fn timeouts_offline_and_late_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_survives_a_restart() {
     let dir = temp_dir("restart");
-    let h = Harness::start_in(dir.clone(), ServerConfig::default()).await;
+    let h = Harness::start_in(dir, ServerConfig::default()).await;
     let pk = product(&h.http, "Keep_1").await;
     let (iot_id, _) = device(&h.http, &pk, "keep1").await;
     let module =
@@ -410,8 +410,7 @@ async fn state_survives_a_restart() {
         &[("ProductKey", &pk), ("ModelVersion", "keep.2")],
     )
     .await;
-    h.stop().await;
-    let h = Harness::start_in(dir, ServerConfig::default()).await;
+    let h = h.restart().await;
     let body = ok(&h.http, "QueryDeviceDetail", &[("IotId", &iot_id)]).await;
     assert_eq!(body["Data"]["DeviceName"], "keep1");
     let tsl = ok(&h.http, "GetThingModelTslPublished", &[("ProductKey", &pk)]).await;

@@ -15,7 +15,10 @@
 //! and the invocation [`journal`] in front of it) and [`postgres`]. Nothing
 //! here knows either.
 
+#[cfg(test)]
+mod conformance;
 pub(crate) mod journal;
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 use std::collections::BTreeMap;
@@ -326,7 +329,7 @@ pub(crate) enum Change {
 
 /// Runs once a change is committed, before its handle resolves. Changes'
 /// callbacks run one at a time, in commit order.
-pub(crate) type OnCommit = Box<dyn FnOnce(&Change) + Send>;
+pub(crate) type OnCommit = Box<dyn FnOnce(&Change) + Send + Sync>;
 
 // ------------------------------------------------------------------ traits
 
@@ -475,6 +478,20 @@ impl std::fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+/// Maps a failure of the migration runner (both backends use refinery): a
+/// schema this build does not know is the store of a newer thingcall.
+pub(crate) fn migration_error(e: refinery::Error) -> StoreError {
+    match e.kind() {
+        refinery::error::Kind::MissingVersion(m) => StoreError::corrupt(format!(
+            "the database was migrated by a newer thingcall (schema {m} is unknown here)"
+        )),
+        refinery::error::Kind::DivergentVersion(applied, ours) => StoreError::corrupt(format!(
+            "the database's schema {applied} differs from this thingcall's {ours}"
+        )),
+        _ => StoreError::unavailable(format!("cannot migrate the store: {e}")),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use thingcall_core::{Clock, DeviceName, ProductKey, Secret};
 use thingcall_gateway::simulator::{self, SimulatorConfig};
-use thingcall_server::{Server, ServerConfig, ServerOptions, SystemClock};
+use thingcall_server::{
+    PostgresUrl, Server, ServerConfig, ServerOptions, StoreConfig, SystemClock,
+};
 use thingcall_sign::v1;
 use thingcall_transport::DeviceKey;
 use thingcall_tsl::CompiledModel;
@@ -22,8 +24,37 @@ pub struct Harness {
     pub http: String,
     pub mqtt: String,
     pub data_dir: PathBuf,
+    /// The PostgreSQL database of this harness, when the tests run on
+    /// PostgreSQL (`THINGCALL_TEST_POSTGRES`): one per data directory.
+    pub postgres: Option<PostgresUrl>,
+    config: ServerConfig,
+    clock: Arc<dyn Clock>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// The PostgreSQL server the tests run against, if any
+/// (`THINGCALL_TEST_POSTGRES=postgres://USER@HOST[:PORT]/DB`). With
+/// `THINGCALL_REQUIRE_POSTGRES=1` it must be set.
+pub fn test_postgres() -> Option<PostgresUrl> {
+    match std::env::var("THINGCALL_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(PostgresUrl::parse(&url).unwrap()),
+        _ => {
+            assert!(
+                std::env::var("THINGCALL_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "THINGCALL_REQUIRE_POSTGRES=1 but THINGCALL_TEST_POSTGRES names no server"
+            );
+            None
+        }
+    }
+}
+
+/// The database a data directory's server uses on the test server.
+fn database_for(dir: &std::path::Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    format!("thingcall_t_{:016x}", h.finish())
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
@@ -50,13 +81,25 @@ impl Harness {
         config: ServerConfig,
         clock: Arc<dyn Clock>,
     ) -> Harness {
+        let postgres = match test_postgres() {
+            Some(server) => {
+                let name = database_for(&data_dir);
+                server.create_database(&name).await.unwrap();
+                Some(server.with_database(&name))
+            }
+            None => None,
+        };
         let options = ServerOptions {
-            config,
+            config: config.clone(),
             gateway: Default::default(),
             data_dir: data_dir.clone(),
+            store: match &postgres {
+                Some(url) => StoreConfig::Postgres(url.clone()),
+                None => StoreConfig::Sqlite,
+            },
             access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         };
-        let server = Server::open(options, clock).await.unwrap();
+        let server = Server::open(options, Arc::clone(&clock)).await.unwrap();
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (h, m) = (
@@ -71,17 +114,40 @@ impl Harness {
             http: h,
             mqtt: m,
             data_dir,
+            postgres,
+            config,
+            clock,
             stop: Some(stop),
             task: Some(task),
         }
     }
 
-    pub async fn stop(mut self) {
+    async fn shut_down(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
             t.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stops the server and starts it again on the same data (directory or
+    /// database).
+    pub async fn restart(mut self) -> Harness {
+        self.shut_down().await;
+        let (dir, config, clock) = (
+            self.data_dir.clone(),
+            self.config.clone(),
+            Arc::clone(&self.clock),
+        );
+        Harness::start_with_clock(dir, config, clock).await
+    }
+
+    /// Stops the server and drops its PostgreSQL database, if it has one.
+    pub async fn stop(mut self) {
+        self.shut_down().await;
+        if let (Some(server), Some(url)) = (test_postgres(), &self.postgres) {
+            server.drop_database(url.database().unwrap()).await.unwrap();
         }
     }
 }

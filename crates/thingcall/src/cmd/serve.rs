@@ -130,6 +130,7 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
                 ..Default::default()
             },
             data_dir: a.data_dir.clone(),
+            store: Default::default(),
             access_key,
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -5,7 +5,7 @@
 use refinery::{Migration, Runner, Target};
 use rusqlite::Connection;
 
-use crate::store::StoreError;
+use crate::store::{StoreError, migration_error};
 
 /// Every migration, oldest first.
 const MIGRATIONS: [(&str, &str); 4] = [
@@ -60,18 +60,4 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tracing::info!(version = m.version(), name = m.name(), "store migrated");
     }
     Ok(())
-}
-
-/// Maps a migration failure: a schema this build does not know is the
-/// store of a newer thingcall.
-pub(crate) fn migration_error(e: refinery::Error) -> StoreError {
-    match e.kind() {
-        refinery::error::Kind::MissingVersion(m) => StoreError::corrupt(format!(
-            "the database was migrated by a newer thingcall (schema {m} is unknown here)"
-        )),
-        refinery::error::Kind::DivergentVersion(applied, ours) => StoreError::corrupt(format!(
-            "the database's schema {applied} differs from this thingcall's {ours}"
-        )),
-        _ => StoreError::unavailable(format!("cannot migrate the store: {e}")),
-    }
 }

@@ -1,0 +1,469 @@
+//! The SQL of the PostgreSQL store: start-up load, registry changes, and
+//! invocation records (written in bulk: one statement per batch).
+
+use std::collections::HashMap;
+
+use thingcall_core::MessageId;
+use tokio_postgres::{GenericClient, Row};
+
+use super::error::from_pg;
+use crate::store::{
+    AccessKey, CallMode, Change, Completion, Device, Invocation, ModelVersion, Outcome, Product,
+    RecordQuery, Snapshot, StoreError,
+};
+
+/// A message id as the integer key it is stored under (ids above
+/// `i64::MAX` name no record).
+fn message_key(id: MessageId) -> Option<i64> {
+    i64::try_from(id.get()).ok()
+}
+
+async fn all<C: GenericClient>(client: &C, sql: &str) -> Result<Vec<Row>, StoreError> {
+    client.query(sql, &[]).await.map_err(from_pg)
+}
+
+/// Everything the mirror holds.
+pub(super) async fn load<C: GenericClient>(client: &C) -> Result<Snapshot, StoreError> {
+    let mut access_keys = Vec::new();
+    for r in all(client, "SELECT id, secret, enabled FROM access_keys").await? {
+        access_keys.push(AccessKey {
+            id: r.get(0),
+            secret: r.get::<_, String>(1).into(),
+            enabled: r.get(2),
+        });
+    }
+    let mut products = Vec::new();
+    let sql =
+        "SELECT product_key, product_name, product_secret, description, node_type, data_format,
+                commodity_code, auth_type, protocol_type, net_type, category_key, validate_type,
+                created_ms, draft_tsl FROM products";
+    for r in all(client, sql).await? {
+        products.push(Product {
+            product_key: r.get(0),
+            product_name: r.get(1),
+            product_secret: r.get::<_, String>(2).into(),
+            description: r.get(3),
+            node_type: r.get(4),
+            data_format: r.get(5),
+            commodity_code: r.get(6),
+            auth_type: r.get(7),
+            protocol_type: r.get(8),
+            net_type: r.get(9),
+            category_key: r.get(10),
+            validate_type: r.get(11),
+            created_ms: r.get(12),
+            draft_tsl: r.get(13),
+            versions: Vec::new(),
+            modules: Default::default(),
+        });
+    }
+    let by_key: HashMap<String, usize> = products
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.product_key.clone(), i))
+        .collect();
+    let sql = "SELECT product_key, version, description, tsl, created_ms, seq FROM model_versions ORDER BY seq";
+    for r in all(client, sql).await? {
+        if let Some(&i) = by_key.get(r.get::<_, &str>(0)) {
+            products[i].versions.push(ModelVersion {
+                version: r.get(1),
+                description: r.get(2),
+                tsl: r.get(3),
+                created_ms: r.get(4),
+                seq: r.get(5),
+                modules: Default::default(),
+            });
+        }
+    }
+    for r in all(
+        client,
+        "SELECT product_key, block_id, draft_tsl FROM modules",
+    )
+    .await?
+    {
+        if let Some(&i) = by_key.get(r.get::<_, &str>(0)) {
+            products[i].modules.insert(r.get(1), r.get(2));
+        }
+    }
+    let sql = "SELECT product_key, version, block_id, tsl FROM module_versions";
+    for r in all(client, sql).await? {
+        let version: &str = r.get(1);
+        if let Some(v) = by_key.get(r.get::<_, &str>(0)).and_then(|&i| {
+            products[i]
+                .versions
+                .iter_mut()
+                .find(|v| v.version == version)
+        }) {
+            v.modules.insert(r.get(2), r.get(3));
+        }
+    }
+    let mut devices = Vec::new();
+    let sql =
+        "SELECT iot_id, product_key, device_name, device_secret, nickname, enabled, created_ms,
+                activated_ms, online_ms, status_ms, ip_address FROM devices";
+    for r in all(client, sql).await? {
+        devices.push(Device {
+            iot_id: r.get(0),
+            product_key: r.get(1),
+            device_name: r.get(2),
+            device_secret: r.get::<_, String>(3).into(),
+            nickname: r.get(4),
+            enabled: r.get(5),
+            created_ms: r.get(6),
+            activated_ms: r.get(7),
+            online_ms: r.get(8),
+            status_ms: r.get(9),
+            ip_address: r.get(10),
+            online: false,
+        });
+    }
+    let tombstones = all(client, "SELECT product_key, device_name FROM tombstones")
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let last: Option<i64> = client
+        .query_one("SELECT MAX(message_id) FROM invocations", &[])
+        .await
+        .map_err(from_pg)?
+        .get(0);
+    Ok(Snapshot {
+        access_keys,
+        products,
+        devices,
+        tombstones,
+        last_message_id: last.and_then(|id| u64::try_from(id).ok()),
+    })
+}
+
+async fn insert_version<C: GenericClient>(
+    client: &C,
+    product_key: &str,
+    v: &ModelVersion,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO model_versions (product_key, version, description, tsl, created_ms, seq)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &product_key,
+                &v.version,
+                &v.description,
+                &v.tsl,
+                &v.created_ms,
+                &v.seq,
+            ],
+        )
+        .await?;
+    for (block, tsl) in &v.modules {
+        client
+            .execute(
+                "INSERT INTO module_versions (product_key, version, block_id, tsl) VALUES ($1, $2, $3, $4)",
+                &[&product_key, &v.version, block, tsl],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Runs one registry change's statements (inside the writer's transaction).
+pub(super) async fn apply_change<C: GenericClient>(
+    client: &C,
+    change: &Change,
+) -> Result<(), tokio_postgres::Error> {
+    match change {
+        Change::PutAccessKey { key, at } => {
+            client
+                .execute(
+                    "INSERT INTO access_keys (id, secret, enabled, created_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (id) DO UPDATE SET secret = EXCLUDED.secret, enabled = EXCLUDED.enabled",
+                    &[&key.id, &key.secret.expose(), &key.enabled, at],
+                )
+                .await?;
+        }
+        Change::InsertProduct(p) => {
+            client
+                .execute(
+                    "INSERT INTO products (product_key, product_name, product_secret, description, node_type,
+                         data_format, commodity_code, auth_type, protocol_type, net_type, category_key,
+                         validate_type, created_ms, draft_tsl)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                    &[
+                        &p.product_key,
+                        &p.product_name,
+                        &p.product_secret.expose(),
+                        &p.description,
+                        &p.node_type,
+                        &p.data_format,
+                        &p.commodity_code,
+                        &p.auth_type,
+                        &p.protocol_type,
+                        &p.net_type,
+                        &p.category_key,
+                        &p.validate_type,
+                        &p.created_ms,
+                        &p.draft_tsl,
+                    ],
+                )
+                .await?;
+            for v in &p.versions {
+                insert_version(client, &p.product_key, v).await?;
+            }
+        }
+        Change::DeleteProduct { product_key, at } => {
+            client
+                .execute(
+                    "INSERT INTO tombstones (product_key, device_name, deleted_ms)
+                     SELECT product_key, device_name, $2 FROM devices WHERE product_key = $1
+                     ON CONFLICT (product_key, device_name) DO UPDATE SET deleted_ms = EXCLUDED.deleted_ms",
+                    &[product_key, at],
+                )
+                .await?;
+            client
+                .execute(
+                    "DELETE FROM products WHERE product_key = $1",
+                    &[product_key],
+                )
+                .await?;
+        }
+        Change::SetDraft {
+            product_key,
+            module,
+            tsl,
+        } => match module {
+            Some((id, name)) => {
+                client
+                    .execute(
+                        "INSERT INTO modules (product_key, block_id, block_name, draft_tsl) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (product_key, block_id) DO UPDATE
+                         SET block_name = EXCLUDED.block_name, draft_tsl = EXCLUDED.draft_tsl",
+                        &[product_key, id, name, tsl],
+                    )
+                    .await?;
+            }
+            None => {
+                client
+                    .execute(
+                        "UPDATE products SET draft_tsl = $2 WHERE product_key = $1",
+                        &[product_key, tsl],
+                    )
+                    .await?;
+            }
+        },
+        Change::Publish {
+            product_key,
+            version,
+            keep,
+        } => {
+            insert_version(client, product_key, version).await?;
+            let keep = i64::try_from(*keep).unwrap_or(i64::MAX);
+            client
+                .execute(
+                    "DELETE FROM model_versions WHERE product_key = $1 AND seq NOT IN
+                        (SELECT seq FROM model_versions WHERE product_key = $1 ORDER BY seq DESC LIMIT $2)",
+                    &[product_key, &keep],
+                )
+                .await?;
+        }
+        Change::InsertDevice(d) => {
+            client
+                .execute(
+                    "DELETE FROM tombstones WHERE product_key = $1 AND device_name = $2",
+                    &[&d.product_key, &d.device_name],
+                )
+                .await?;
+            client
+                .execute(
+                    "INSERT INTO devices (iot_id, product_key, device_name, device_secret, nickname, enabled,
+                         created_ms, activated_ms, online_ms, status_ms, ip_address)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    &[
+                        &d.iot_id,
+                        &d.product_key,
+                        &d.device_name,
+                        &d.device_secret.expose(),
+                        &d.nickname,
+                        &d.enabled,
+                        &d.created_ms,
+                        &d.activated_ms,
+                        &d.online_ms,
+                        &d.status_ms,
+                        &d.ip_address,
+                    ],
+                )
+                .await?;
+        }
+        Change::DeleteDevice {
+            iot_id,
+            product_key,
+            device_name,
+            at,
+        } => {
+            client
+                .execute("DELETE FROM devices WHERE iot_id = $1", &[iot_id])
+                .await?;
+            client
+                .execute(
+                    "INSERT INTO tombstones (product_key, device_name, deleted_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (product_key, device_name) DO UPDATE SET deleted_ms = EXCLUDED.deleted_ms",
+                    &[product_key, device_name, at],
+                )
+                .await?;
+        }
+        Change::SetEnabled {
+            iot_id,
+            enabled,
+            at,
+        } => {
+            client
+                .execute(
+                    "UPDATE devices SET enabled = $2, status_ms = $3 WHERE iot_id = $1",
+                    &[iot_id, enabled, at],
+                )
+                .await?;
+        }
+        Change::Presence {
+            iot_id,
+            online,
+            at,
+            ip_address,
+        } => {
+            if *online {
+                client
+                    .execute(
+                        "UPDATE devices SET activated_ms = COALESCE(activated_ms, $2), online_ms = $2,
+                             status_ms = $2, ip_address = $3 WHERE iot_id = $1",
+                        &[iot_id, at, ip_address],
+                    )
+                    .await?;
+            } else {
+                client
+                    .execute(
+                        "UPDATE devices SET status_ms = $2 WHERE iot_id = $1",
+                        &[iot_id, at],
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stores records in one statement; a record whose message id exists is
+/// left as it is.
+pub(super) async fn insert_invocations<C: GenericClient>(
+    client: &C,
+    rows: &[&Invocation],
+) -> Result<(), tokio_postgres::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // Ids beyond the key range cannot be stored; the engine never makes one.
+    let rows: Vec<&&Invocation> = rows
+        .iter()
+        .filter(|r| message_key(r.message_id).is_some())
+        .collect();
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| message_key(r.message_id))
+        .collect();
+    let iot_ids: Vec<&str> = rows.iter().map(|r| r.iot_id.as_str()).collect();
+    let identifiers: Vec<&str> = rows.iter().map(|r| r.identifier.as_str()).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    let times: Vec<i64> = rows.iter().map(|r| r.time_ms).collect();
+    let modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
+    let inputs: Vec<&str> = rows.iter().map(|r| r.input.as_str()).collect();
+    let outputs: Vec<Option<&str>> = rows.iter().map(|r| r.output.as_deref()).collect();
+    let codes: Vec<String> = rows.iter().map(|r| r.outcome.to_stored()).collect();
+    client
+        .execute(
+            "INSERT INTO invocations (message_id, iot_id, identifier, name, time_ms, mode, input, output, code)
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[],
+                                  $6::text[], $7::text[], $8::text[], $9::text[])
+             ON CONFLICT (message_id) DO NOTHING",
+            &[
+                &ids,
+                &iot_ids,
+                &identifiers,
+                &names,
+                &times,
+                &modes,
+                &inputs,
+                &outputs,
+                &codes,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Applies outcomes in one statement (their message ids must be distinct);
+/// returns the ids that found their device's record.
+pub(super) async fn complete_invocations<C: GenericClient>(
+    client: &C,
+    rows: &[&Completion],
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    let rows: Vec<&&Completion> = rows
+        .iter()
+        .filter(|c| message_key(c.message_id).is_some())
+        .collect();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter_map(|c| message_key(c.message_id))
+        .collect();
+    let iot_ids: Vec<Option<&str>> = rows.iter().map(|c| c.iot_id.as_deref()).collect();
+    let outputs: Vec<Option<&str>> = rows.iter().map(|c| c.output.as_deref()).collect();
+    let codes: Vec<String> = rows.iter().map(|c| c.outcome.to_stored()).collect();
+    let found = client
+        .query(
+            "UPDATE invocations AS i SET output = COALESCE(c.output, i.output), code = c.code
+             FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[]) AS c(message_id, iot_id, output, code)
+             WHERE i.message_id = c.message_id AND (c.iot_id IS NULL OR i.iot_id = c.iot_id)
+             RETURNING i.message_id",
+            &[&ids, &iot_ids, &outputs, &codes],
+        )
+        .await?;
+    Ok(found.iter().map(|r| r.get(0)).collect())
+}
+
+/// Invocations of one device in `[from, to]`, ordered, at most `limit`.
+pub(super) async fn invocations<C: GenericClient>(
+    client: &C,
+    q: &RecordQuery,
+) -> Result<Vec<Invocation>, StoreError> {
+    let order = if q.ascending { "ASC" } else { "DESC" };
+    let sql = format!(
+        "SELECT message_id, iot_id, identifier, name, time_ms, mode, input, output, code FROM invocations
+         WHERE iot_id = $1 AND time_ms BETWEEN $2 AND $3 AND ($4::text IS NULL OR identifier = $4)
+         ORDER BY time_ms {order}, message_id {order} LIMIT $5"
+    );
+    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(&sql, &[&q.iot_id, &q.from, &q.to, &q.identifier, &limit])
+        .await
+        .map_err(from_pg)?;
+    rows.iter().map(row_to_invocation).collect()
+}
+
+fn row_to_invocation(r: &Row) -> Result<Invocation, StoreError> {
+    let id: i64 = r.get(0);
+    let output: Option<String> = r.get(7);
+    let code: String = r.get(8);
+    Ok(Invocation {
+        message_id: MessageId::from_u64(
+            u64::try_from(id)
+                .map_err(|_| StoreError::corrupt(format!("negative message id {id}")))?,
+        ),
+        iot_id: r.get(1),
+        identifier: r.get(2),
+        name: r.get(3),
+        time_ms: r.get(4),
+        mode: CallMode::parse(r.get(5))?,
+        input: r.get(6),
+        outcome: Outcome::parse(&code, output.is_some())?,
+        output,
+    })
+}
