@@ -8,6 +8,7 @@
 
 mod actions;
 mod catalog;
+mod copy;
 mod engine;
 mod events;
 #[doc(hidden)]
@@ -32,6 +33,7 @@ use thingcall_gateway::{Gateway, GatewayConfig};
 use thingcall_transport::DeviceKey;
 use tokio::net::TcpListener;
 
+pub use copy::{CopyProgress, CopySummary, copy_store};
 pub use engine::ServerConfig;
 pub use store::postgres::PostgresUrl;
 pub use store::{StoreError, StoreErrorKind};

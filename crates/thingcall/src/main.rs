@@ -33,8 +33,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the thingcall server: HTTP API, MQTT device gateway, SQLite store.
+    /// Run the thingcall server: HTTP API, MQTT device gateway, store (SQLite or PostgreSQL).
     Serve(cmd::serve::ServeArgs),
+    /// The store: copy a SQLite data directory into PostgreSQL.
+    #[command(subcommand)]
+    Store(cmd::store::StoreCommand),
     /// Invoke a service on a device (InvokeThingService).
     Invoke(cmd::api::InvokeArgs),
     /// Products: create, get, delete.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Sign(c) => c.run(),
         Command::Device(c) => c.run(),
         Command::Tsl(c) => c.run(),
+        Command::Store(c) => c.run(),
     };
     match outcome {
         Ok(code) => code,

@@ -14,7 +14,7 @@ use thingcall_wire::form::encode_pairs;
 
 mod common;
 
-use common::{ID, SECRET, start, temp_dir};
+use common::{ID, SECRET, finish, start, temp_dir};
 
 fn call(http: &str, action: &str, extra: &[(&str, &str)]) -> serde_json::Value {
     use std::io::{Read, Write};
@@ -212,6 +212,7 @@ fn nothing_acknowledged_is_lost_to_kill_9() {
     let mut child = s.child;
     let _ = child.kill();
     let _ = child.wait();
+    finish(&dir);
 }
 
 #[cfg(unix)]
@@ -271,6 +272,7 @@ fn sigterm_finishes_in_flight_calls_and_exits_0() {
     let status = s.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let _ = s.mqtt;
+    finish(&dir);
 }
 
 #[test]
@@ -345,7 +347,8 @@ fn a_fresh_store_generates_and_prints_a_key_once() {
 #[test]
 fn a_second_server_on_one_data_dir_is_refused() {
     let dir = temp_dir("twice");
-    let s = start(&dir, &[]);
+    // The data directory's lock guards the SQLite store and its journal.
+    let s = start(&dir, &["--store", ""]);
     let out = serve_once(&dir, &["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -359,4 +362,156 @@ fn a_second_server_on_one_data_dir_is_refused() {
     let mut child = s.child;
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn an_unreachable_database_is_one_line_naming_the_host_and_exit_1() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = temp_dir("nodb");
+    let url = format!("postgres://someone:pa55w0rd-secret@127.0.0.1:{port}/db");
+    let out = serve_once(
+        &dir,
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--store",
+            &url,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stderr.contains("pa55w0rd") && !stdout.contains("pa55w0rd"),
+        "the password leaked: {stderr}{stdout}"
+    );
+}
+
+/// `thingcall store copy` moves a SQLite deployment into PostgreSQL:
+/// devices, models and records come back from a server on PostgreSQL; a
+/// second copy into the now non-empty target is refused unless --force.
+#[test]
+fn store_copy_moves_a_deployment_into_postgres() {
+    let Some(server) = common::test_postgres() else {
+        eprintln!("THINGCALL_TEST_POSTGRES is not set: store copy is not tested");
+        return;
+    };
+    let dir = temp_dir("copy");
+    let s = start(&dir, &["--store", "", "--demo"]);
+    let created = call(
+        &s.http,
+        "CreateProduct",
+        &[
+            ("ProductName", "Moving_1"),
+            ("NodeType", "0"),
+            ("AliyunCommodityCode", "iothub_senior"),
+            ("DataFormat", "1"),
+        ],
+    );
+    let pk = created["ProductKey"].as_str().unwrap().to_owned();
+    let dev = call(
+        &s.http,
+        "RegisterDevice",
+        &[("ProductKey", &pk), ("DeviceName", "mover")],
+    );
+    let iot_id = dev["Data"]["IotId"].as_str().unwrap().to_owned();
+    call(&s.http, "DisableThing", &[("IotId", &iot_id)]);
+    // A record, from the demo device once it is online.
+    let mut s = s;
+    let out = s.child.stdout.take().unwrap();
+    let line = std::io::BufRead::lines(std::io::BufReader::new(out))
+        .find(|l| l.as_ref().is_ok_and(|l| l.contains("demo device")))
+        .unwrap()
+        .unwrap();
+    let demo_pk = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let demo_dev = [
+        ("ProductKey", demo_pk.as_str()),
+        ("DeviceName", "demo-device-1"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&s.http, "GetDeviceStatus", &demo_dev)["Data"]["Status"] != "ONLINE" {
+        assert!(Instant::now() < deadline, "the demo device never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut invoke = demo_dev.to_vec();
+    invoke.extend([("Identifier", "Reboot"), ("Args", "{}")]);
+    let message_id = call(&s.http, "InvokeThingService", &invoke)["Data"]["MessageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut child = s.child;
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+
+    let name = common::database_name(&dir);
+    let target_args = common::store_args(&dir);
+    let target = &target_args[1];
+    let copy = |force: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_thingcall"));
+        c.args(["store", "copy", "--from"])
+            .arg(dir.join("data"))
+            .args(["--to", target]);
+        if force {
+            c.arg("--force");
+        }
+        c.output().unwrap()
+    };
+    let first = copy(false);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        stdout.contains("2 products, 2 devices and 1 records"),
+        "{stdout}"
+    );
+    let again = copy(false);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert!(copy(true).status.success());
+
+    let s = start(&dir, &["--store", target]);
+    let detail = call(&s.http, "QueryDeviceDetail", &[("IotId", &iot_id)]);
+    assert_eq!(detail["Data"]["Status"], "DISABLE", "{detail}");
+    let tsl = call(&s.http, "GetThingModelTslPublished", &[("ProductKey", &pk)]);
+    assert_eq!(tsl["Success"], true, "{tsl}");
+    let demo_iot = call(&s.http, "QueryDeviceDetail", &demo_dev)["Data"]["IotId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let records = call(
+        &s.http,
+        "QueryDeviceServiceData",
+        &[
+            ("IotId", &demo_iot),
+            ("StartTime", "0"),
+            ("EndTime", "9999999999999"),
+        ],
+    );
+    let listed = records["Data"]["List"]["ServiceInfo"].to_string();
+    assert!(
+        listed.contains("Reboot"),
+        "the record of {message_id} was not copied: {records}"
+    );
+    let mut child = s.child;
+    let _ = child.kill();
+    let _ = child.wait();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(server.drop_database(&name)).unwrap();
 }

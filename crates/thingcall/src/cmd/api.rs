@@ -373,14 +373,7 @@ pub(crate) fn register(a: RegisterArgs) -> Outcome {
             }
         }
         if progress {
-            let width = 30;
-            let filled = (i + 1) * width / total;
-            eprint!(
-                "\r[{}{}] {}/{total}",
-                "#".repeat(filled),
-                " ".repeat(width - filled),
-                i + 1
-            );
+            super::progress(i as u64 + 1, total as u64, "");
         }
     }
     if progress {

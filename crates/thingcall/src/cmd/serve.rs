@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::Args;
 use thingcall_core::{Clock, Secret};
-use thingcall_server::{Server, ServerConfig, ServerOptions, SystemClock};
+use thingcall_server::{
+    PostgresUrl, Server, ServerConfig, ServerOptions, StoreConfig, SystemClock,
+};
 use thingcall_sign::v1;
 use thingcall_wire::form::encode_pairs;
 
@@ -22,9 +24,18 @@ pub(crate) struct ServeArgs {
     /// The MQTT device gateway address (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:1883")]
     mqtt: SocketAddr,
-    /// Where the SQLite store lives.
+    /// The data directory: the SQLite store (unless --store), the lock.
     #[arg(long, default_value = "./thingcall-data")]
     data_dir: PathBuf,
+    /// Keep the registry and the records in PostgreSQL instead of SQLite:
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DB (or THINGCALL_STORE).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "THINGCALL_STORE",
+        hide_env_values = true
+    )]
+    store: Option<String>,
     /// The AccessKey id to accept (or THINGCALL_ACCESS_KEY_ID).
     #[arg(long, env = "THINGCALL_ACCESS_KEY_ID")]
     access_key_id: Option<String>,
@@ -114,6 +125,12 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             );
         }
     };
+    let store = match a.store.as_deref() {
+        None | Some("") => StoreConfig::Sqlite,
+        Some(url) => {
+            StoreConfig::Postgres(PostgresUrl::parse(url).map_err(|e| format!("--store: {e}"))?)
+        }
+    };
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -130,13 +147,19 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
                 ..Default::default()
             },
             data_dir: a.data_dir.clone(),
-            store: Default::default(),
+            store: store.clone(),
             access_key,
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let server = Server::open(options, Arc::clone(&clock))
-            .await
-            .map_err(|e| e.to_string())?;
+        let server = match Server::open(options, Arc::clone(&clock)).await {
+            Ok(s) => s,
+            Err(e) => {
+                // One line that names what is wrong (the database's host,
+                // never its password); exit 1.
+                eprintln!("error: {}", e.message());
+                return Ok(ExitCode::from(1));
+            }
+        };
         let http = bind(a.http, "--http").await?;
         let mqtt = bind(a.mqtt, "--mqtt").await?;
         let (http_addr, mqtt_addr) = (
@@ -146,7 +169,10 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
         println!("thingcall {} serving", env!("CARGO_PKG_VERSION"));
         println!("  HTTP API     http://{http_addr}/");
         println!("  MQTT devices {mqtt_addr}");
-        println!("  data         {}", a.data_dir.display());
+        match &store {
+            StoreConfig::Sqlite => println!("  store        SQLite in {}", a.data_dir.display()),
+            StoreConfig::Postgres(url) => println!("  store        {url}"),
+        }
         if let Some(k) = server.generated_key() {
             println!("  generated AccessKey (shown only now, kept in the store):");
             println!("    AccessKeyId     {}", k.id);

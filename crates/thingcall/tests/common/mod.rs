@@ -20,6 +20,59 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// The PostgreSQL server the tests run against, if any
+/// (`THINGCALL_TEST_POSTGRES`; required when `THINGCALL_REQUIRE_POSTGRES=1`).
+pub fn test_postgres() -> Option<thingcall_server::PostgresUrl> {
+    match std::env::var("THINGCALL_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(thingcall_server::PostgresUrl::parse(&url).unwrap()),
+        _ => {
+            assert!(
+                std::env::var("THINGCALL_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "THINGCALL_REQUIRE_POSTGRES=1 but THINGCALL_TEST_POSTGRES names no server"
+            );
+            None
+        }
+    }
+}
+
+/// The database a test directory's servers use on the test server.
+pub fn database_name(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    format!("thingcall_cli_{:016x}", h.finish())
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// `--store URL` for a test directory when the tests run on PostgreSQL
+/// (its database is created if missing), else nothing.
+pub fn store_args(dir: &Path) -> Vec<String> {
+    let Some(server) = test_postgres() else {
+        return Vec::new();
+    };
+    let name = database_name(dir);
+    block_on(server.create_database(&name)).unwrap();
+    // The test server's URL (with its password, if any: `PostgresUrl`
+    // never prints one) with the directory's database.
+    let raw = std::env::var("THINGCALL_TEST_POSTGRES").unwrap();
+    let base = raw.rsplit_once('/').map_or(raw.as_str(), |(b, _)| b);
+    vec!["--store".to_owned(), format!("{base}/{name}")]
+}
+
+/// Drops a test directory's database, if the tests run on PostgreSQL.
+pub fn finish(dir: &Path) {
+    if let Some(server) = test_postgres() {
+        block_on(server.drop_database(&database_name(dir))).unwrap();
+    }
+}
+
 pub struct Running {
     pub child: Child,
     pub http: String,
@@ -47,6 +100,11 @@ pub fn start(dir: &Path, extra: &[&str]) -> Running {
             "--ready-file",
         ])
         .arg(&ready)
+        .args(if extra.contains(&"--store") {
+            Vec::new()
+        } else {
+            store_args(dir)
+        })
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

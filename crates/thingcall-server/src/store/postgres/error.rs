@@ -28,7 +28,21 @@ pub(crate) fn from_pg(e: tokio_postgres::Error) -> StoreError {
         // No SQLSTATE: the connection failed or closed.
         None => StoreErrorKind::Unavailable,
     };
-    StoreError::new(kind, format!("PostgreSQL: {e}"))
+    StoreError::new(kind, format!("PostgreSQL: {}", describe(&e)))
+}
+
+/// The error and its causes on one line ("error connecting to server:
+/// Connection refused (os error 111)"): the driver's own text stops at the
+/// first. None of them carries the password.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Maps a failure to get a pooled connection.

@@ -143,8 +143,9 @@ impl Store {
         config.application_name("thingcall");
         let mut client = writer::connect(&config).await.map_err(|e| {
             StoreError::unavailable(format!(
-                "cannot connect to PostgreSQL at {}: {e}",
-                url.target()
+                "cannot connect to PostgreSQL at {}: {}",
+                url.target(),
+                error::describe(&e)
             ))
         })?;
         schema::migrate(&mut client).await?;
@@ -171,6 +172,34 @@ impl Store {
             writer: Mutex::new(Some(writer)),
             state,
         })
+    }
+
+    /// Whether the store holds anything: AccessKeys, products, devices,
+    /// tombstones or records.
+    pub(crate) async fn is_empty(&self) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(from_pool)?;
+        let row = client
+            .query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM access_keys) AND NOT EXISTS (SELECT 1 FROM products)
+                    AND NOT EXISTS (SELECT 1 FROM devices) AND NOT EXISTS (SELECT 1 FROM tombstones)
+                    AND NOT EXISTS (SELECT 1 FROM invocations)",
+                &[],
+            )
+            .await
+            .map_err(from_pg)?;
+        Ok(row.get(0))
+    }
+
+    /// Deletes everything the store holds (`store copy --force`).
+    pub(crate) async fn clear(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(from_pool)?;
+        client
+            .batch_execute(
+                "TRUNCATE access_keys, products, model_versions, modules, module_versions, devices,
+                          tombstones, invocations",
+            )
+            .await
+            .map_err(from_pg)
     }
 
     fn send(&self, op: Op) -> Result<(), StoreError> {
@@ -249,8 +278,9 @@ impl PostgresUrl {
             .await
             .map_err(|e| {
                 StoreError::unavailable(format!(
-                    "cannot connect to PostgreSQL at {}: {e}",
-                    self.target()
+                    "cannot connect to PostgreSQL at {}: {}",
+                    self.target(),
+                    error::describe(&e)
                 ))
             })
     }

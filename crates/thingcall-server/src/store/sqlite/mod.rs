@@ -215,6 +215,29 @@ impl Store {
             .map_err(|e| StoreError::internal(e.to_string()))?
     }
 
+    /// Records in message-id order after `after` (for copying the store).
+    pub(crate) async fn records_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Invocation>, StoreError> {
+        self.write(|_| Ok(())).await?;
+        self.read(move |conn| queries::invocations_after(conn, after, limit))
+            .await
+    }
+
+    /// How many records the store holds.
+    pub(crate) async fn count_records(&self) -> Result<u64, StoreError> {
+        self.write(|_| Ok(())).await?;
+        self.read(|conn| {
+            conn.query_row("SELECT count(*) FROM invocations", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     /// Finishes every queued write, stops the writer thread,
     /// checkpoints the WAL into the database file and lets the data
     /// directory go.

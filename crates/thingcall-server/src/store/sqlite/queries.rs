@@ -436,6 +436,21 @@ pub(crate) fn invocations(
     rows.collect()
 }
 
+/// Records in message-id order after `after`, at most `limit` (for
+/// copying a store).
+pub(crate) fn invocations_after(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Invocation>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT message_id, iot_id, identifier, name, time_ms, mode, input, output, code FROM invocations
+         WHERE message_id > ?1 ORDER BY message_id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after, limit as i64], row_to_invocation)?;
+    rows.collect()
+}
+
 /// Runs one registry change's statements.
 pub(crate) fn apply_change(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
     match change {
