@@ -5,7 +5,7 @@ use thingcall_wire::actions::{QueryDeviceServiceData, ServiceDataPage, ServiceIn
 use thingcall_wire::{Action, Data, Format};
 
 use super::{ok, resolve};
-use crate::engine::Engine;
+use crate::engine::{Engine, store_error};
 use crate::store::RecordQuery;
 
 pub(super) async fn service_data(
@@ -29,6 +29,11 @@ pub(super) async fn service_data(
         limit: page + 1,
     };
     let mut rows = state.records.query(query).await.map_err(|e| {
+        // A store that is down for now is worth a retry (503); anything
+        // else is this action's own failure.
+        if e.is_unavailable() {
+            return store_error(e);
+        }
         tracing::error!(error = %e, "QueryDeviceServiceData failed");
         ApiError::new(ErrorCode::QueryDeviceServiceHistoryFailed)
     })?;
