@@ -23,7 +23,9 @@ use thingcall_core::{
 };
 use thingcall_gateway::simulator;
 use thingcall_gateway::{Gateway, GatewayConfig, MapRegistry};
-use thingcall_server::{Server, ServerConfig, ServerOptions, SystemClock};
+use thingcall_server::{
+    PostgresUrl, Server, ServerConfig, ServerOptions, StoreConfig, SystemClock,
+};
 use thingcall_transport::{Delivery, DeliveryKind, DeviceKey, RrpcForm, Transport, TransportEvent};
 use tokio::sync::oneshot;
 
@@ -241,7 +243,12 @@ async fn http_load(
     stats(all, started.elapsed())
 }
 
-async fn e2e(devices: usize, connections: usize, seconds: u64) -> (Stats, Stats, Stats) {
+async fn e2e(
+    store: StoreConfig,
+    devices: usize,
+    connections: usize,
+    seconds: u64,
+) -> (Stats, Stats, Stats) {
     let dir = std::env::temp_dir().join(format!(
         "thingcall-bench-{}-{}",
         std::process::id(),
@@ -251,7 +258,7 @@ async fn e2e(devices: usize, connections: usize, seconds: u64) -> (Stats, Stats,
         config: ServerConfig::default(),
         gateway: GatewayConfig::default(),
         data_dir: dir.clone(),
-        store: Default::default(),
+        store,
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
     };
     let server = Server::open(options, Arc::new(SystemClock)).await.unwrap();
@@ -334,10 +341,32 @@ fn main() {
         print(&format!("gateway raw RRPC, {connections} in flight"), &raw);
         let floor = http_floor(connections, seconds).await;
         print(&format!("HTTP floor (canned answer), {connections} conns"), &floor);
-        let (sync, asyn, half) = e2e(devices, connections, seconds).await;
+        let (sync, asyn, half) = e2e(StoreConfig::Sqlite, devices, connections, seconds).await;
         print("e2e InvokeThingService sync", &sync);
         print("e2e InvokeThingService async", &asyn);
         print("e2e sync at half the sync throughput", &half);
+        // The same phases on PostgreSQL, in a database of the run's own
+        // (THINGCALL_BENCH_POSTGRES names the server; "none" skips).
+        let server = std::env::var("THINGCALL_BENCH_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        if server != "none" {
+            let server = PostgresUrl::parse(&server).unwrap();
+            let name = format!("thingcall_bench_{}", std::process::id());
+            server.drop_database(&name).await.unwrap();
+            server.create_database(&name).await.unwrap();
+            let url = server.with_database(&name);
+            let (pg_sync, pg_async, pg_half) =
+                e2e(StoreConfig::Postgres(url), devices, connections, seconds).await;
+            server.drop_database(&name).await.unwrap();
+            print("e2e sync, PostgreSQL store", &pg_sync);
+            print("e2e async, PostgreSQL store", &pg_async);
+            print("e2e sync at half load, PostgreSQL store", &pg_half);
+            println!(
+                "PostgreSQL / SQLite: sync {:.2}, async {:.2}",
+                pg_sync.per_sec / sync.per_sec,
+                pg_async.per_sec / asyn.per_sec
+            );
+        }
         println!("sync / raw baseline = {:.2}", sync.per_sec / raw.per_sec);
         // A sync call costs at least one HTTP exchange plus one RRPC round
         // trip; with both legs on the same two cores their costs add up.

@@ -149,6 +149,14 @@ impl Store {
             ))
         })?;
         schema::migrate(&mut client).await?;
+        drop(client);
+        let writer_conn = writer::Conn::open(&config).await.map_err(|e| {
+            StoreError::unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {}",
+                url.target(),
+                error::describe(&e)
+            ))
+        })?;
         let manager = Manager::from_config(
             config.clone(),
             tokio_postgres::NoTls,
@@ -165,7 +173,12 @@ impl Store {
             .map_err(|e| StoreError::internal(format!("cannot build the PostgreSQL pool: {e}")))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(WriterState::default());
-        let writer = tokio::spawn(writer::run(config, Some(client), rx, Arc::clone(&state)));
+        let writer = tokio::spawn(writer::run(
+            config,
+            Some(writer_conn),
+            rx,
+            Arc::clone(&state),
+        ));
         Ok(Store {
             pool,
             queue: Mutex::new(Some(tx)),

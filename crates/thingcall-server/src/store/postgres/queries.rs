@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use thingcall_core::MessageId;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, Row, ToStatement};
 
 use super::error::from_pg;
 use crate::store::{
@@ -349,83 +350,139 @@ pub(super) async fn apply_change<C: GenericClient>(
     Ok(())
 }
 
-/// Stores records in one statement; a record whose message id exists is
-/// left as it is.
-pub(super) async fn insert_invocations<C: GenericClient>(
+/// Stores many records in one statement; a record whose message id exists
+/// is left as it is. Prepared once per writer connection.
+pub(super) const INSERT_INVOCATIONS: &str = "INSERT INTO invocations
+        (message_id, iot_id, identifier, name, time_ms, mode, input, output, code)
+    SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[],
+                         $6::text[], $7::text[], $8::text[], $9::text[])
+    ON CONFLICT (message_id) DO NOTHING";
+
+/// Applies many outcomes (distinct message ids) in one statement; returns
+/// the ids that found their device's record. Prepared once per writer
+/// connection.
+pub(super) const COMPLETE_INVOCATIONS: &str = "UPDATE invocations AS i
+    SET output = COALESCE(c.output, i.output), code = c.code
+    FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[]) AS c(message_id, iot_id, output, code)
+    WHERE i.message_id = c.message_id AND (c.iot_id IS NULL OR i.iot_id = c.iot_id)
+    RETURNING i.message_id";
+
+/// The parameters of [`INSERT_INVOCATIONS`] for some records (ids beyond
+/// the key range, which the engine never makes, are left out).
+pub(super) struct InsertParams<'a> {
+    ids: Vec<i64>,
+    iot_ids: Vec<&'a str>,
+    identifiers: Vec<&'a str>,
+    names: Vec<&'a str>,
+    times: Vec<i64>,
+    modes: Vec<&'a str>,
+    inputs: Vec<&'a str>,
+    outputs: Vec<Option<&'a str>>,
+    codes: Vec<String>,
+}
+
+impl<'a> InsertParams<'a> {
+    pub(super) fn new(rows: &[&'a Invocation]) -> InsertParams<'a> {
+        let rows: Vec<&&Invocation> = rows
+            .iter()
+            .filter(|r| message_key(r.message_id).is_some())
+            .collect();
+        InsertParams {
+            ids: rows
+                .iter()
+                .filter_map(|r| message_key(r.message_id))
+                .collect(),
+            iot_ids: rows.iter().map(|r| r.iot_id.as_str()).collect(),
+            identifiers: rows.iter().map(|r| r.identifier.as_str()).collect(),
+            names: rows.iter().map(|r| r.name.as_str()).collect(),
+            times: rows.iter().map(|r| r.time_ms).collect(),
+            modes: rows.iter().map(|r| r.mode.as_str()).collect(),
+            inputs: rows.iter().map(|r| r.input.as_str()).collect(),
+            outputs: rows.iter().map(|r| r.output.as_deref()).collect(),
+            codes: rows.iter().map(|r| r.outcome.to_stored()).collect(),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+        [
+            &self.ids,
+            &self.iot_ids,
+            &self.identifiers,
+            &self.names,
+            &self.times,
+            &self.modes,
+            &self.inputs,
+            &self.outputs,
+            &self.codes,
+        ]
+    }
+}
+
+/// The parameters of [`COMPLETE_INVOCATIONS`] for one run of outcomes.
+pub(super) struct CompleteParams<'a> {
+    ids: Vec<i64>,
+    iot_ids: Vec<Option<&'a str>>,
+    outputs: Vec<Option<&'a str>>,
+    codes: Vec<String>,
+}
+
+impl<'a> CompleteParams<'a> {
+    pub(super) fn new(rows: &[&'a Completion]) -> CompleteParams<'a> {
+        let rows: Vec<&&Completion> = rows
+            .iter()
+            .filter(|c| message_key(c.message_id).is_some())
+            .collect();
+        CompleteParams {
+            ids: rows
+                .iter()
+                .filter_map(|c| message_key(c.message_id))
+                .collect(),
+            iot_ids: rows.iter().map(|c| c.iot_id.as_deref()).collect(),
+            outputs: rows.iter().map(|c| c.output.as_deref()).collect(),
+            codes: rows.iter().map(|c| c.outcome.to_stored()).collect(),
+        }
+    }
+
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 4] {
+        [&self.ids, &self.iot_ids, &self.outputs, &self.codes]
+    }
+}
+
+/// Runs [`INSERT_INVOCATIONS`] (as text or prepared).
+pub(super) async fn insert_invocations<C, T>(
     client: &C,
-    rows: &[&Invocation],
-) -> Result<(), tokio_postgres::Error> {
+    statement: &T,
+    rows: &InsertParams<'_>,
+) -> Result<(), tokio_postgres::Error>
+where
+    C: GenericClient,
+    T: ?Sized + ToStatement + Sync + Send,
+{
     if rows.is_empty() {
         return Ok(());
     }
-    // Ids beyond the key range cannot be stored; the engine never makes one.
-    let rows: Vec<&&Invocation> = rows
-        .iter()
-        .filter(|r| message_key(r.message_id).is_some())
-        .collect();
-    let ids: Vec<i64> = rows
-        .iter()
-        .filter_map(|r| message_key(r.message_id))
-        .collect();
-    let iot_ids: Vec<&str> = rows.iter().map(|r| r.iot_id.as_str()).collect();
-    let identifiers: Vec<&str> = rows.iter().map(|r| r.identifier.as_str()).collect();
-    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
-    let times: Vec<i64> = rows.iter().map(|r| r.time_ms).collect();
-    let modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
-    let inputs: Vec<&str> = rows.iter().map(|r| r.input.as_str()).collect();
-    let outputs: Vec<Option<&str>> = rows.iter().map(|r| r.output.as_deref()).collect();
-    let codes: Vec<String> = rows.iter().map(|r| r.outcome.to_stored()).collect();
-    client
-        .execute(
-            "INSERT INTO invocations (message_id, iot_id, identifier, name, time_ms, mode, input, output, code)
-             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[],
-                                  $6::text[], $7::text[], $8::text[], $9::text[])
-             ON CONFLICT (message_id) DO NOTHING",
-            &[
-                &ids,
-                &iot_ids,
-                &identifiers,
-                &names,
-                &times,
-                &modes,
-                &inputs,
-                &outputs,
-                &codes,
-            ],
-        )
-        .await?;
-    Ok(())
+    client.execute(statement, &rows.params()).await.map(|_| ())
 }
 
-/// Applies outcomes in one statement (their message ids must be distinct);
-/// returns the ids that found their device's record.
-pub(super) async fn complete_invocations<C: GenericClient>(
+/// Runs [`COMPLETE_INVOCATIONS`] (as text or prepared); returns the ids
+/// that found their device's record.
+pub(super) async fn complete_invocations<C, T>(
     client: &C,
-    rows: &[&Completion],
-) -> Result<Vec<i64>, tokio_postgres::Error> {
-    let rows: Vec<&&Completion> = rows
-        .iter()
-        .filter(|c| message_key(c.message_id).is_some())
-        .collect();
-    if rows.is_empty() {
+    statement: &T,
+    rows: &CompleteParams<'_>,
+) -> Result<Vec<i64>, tokio_postgres::Error>
+where
+    C: GenericClient,
+    T: ?Sized + ToStatement + Sync + Send,
+{
+    if rows.ids.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<i64> = rows
-        .iter()
-        .filter_map(|c| message_key(c.message_id))
-        .collect();
-    let iot_ids: Vec<Option<&str>> = rows.iter().map(|c| c.iot_id.as_deref()).collect();
-    let outputs: Vec<Option<&str>> = rows.iter().map(|c| c.output.as_deref()).collect();
-    let codes: Vec<String> = rows.iter().map(|c| c.outcome.to_stored()).collect();
-    let found = client
-        .query(
-            "UPDATE invocations AS i SET output = COALESCE(c.output, i.output), code = c.code
-             FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[]) AS c(message_id, iot_id, output, code)
-             WHERE i.message_id = c.message_id AND (c.iot_id IS NULL OR i.iot_id = c.iot_id)
-             RETURNING i.message_id",
-            &[&ids, &iot_ids, &outputs, &codes],
-        )
-        .await?;
+    let found = client.query(statement, &rows.params()).await?;
     Ok(found.iter().map(|r| r.get(0)).collect())
 }
 

@@ -9,7 +9,13 @@ use super::error::from_pg;
 use crate::store::{StoreError, migration_error};
 
 /// Every migration, oldest first.
-const MIGRATIONS: [(&str, &str); 1] = [("V1__initial", include_str!("migrations/V1__initial.sql"))];
+const MIGRATIONS: [(&str, &str); 2] = [
+    ("V1__initial", include_str!("migrations/V1__initial.sql")),
+    (
+        "V2__invocations_fillfactor",
+        include_str!("migrations/V2__invocations_fillfactor.sql"),
+    ),
+];
 
 /// The advisory lock that serialises migrations ("thingcall" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7468_696e_6763_616c;

@@ -12,12 +12,16 @@
 //! reconnects with a growing delay (100 ms to 1 s).
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, NoTls, Statement};
 
 use super::error::from_pg;
 use super::queries;
@@ -84,22 +88,74 @@ pub(super) async fn connect(config: &Config) -> Result<Client, tokio_postgres::E
     Ok(client)
 }
 
+/// Batches of records sent and not yet answered, at most: their round
+/// trips overlap on the one connection (PostgreSQL answers them in order).
+const MAX_IN_FLIGHT: usize = 2;
+
+/// A batch of records and outcomes on its way, with how it ended.
+type InFlight = Pin<Box<dyn Future<Output = (Vec<Op>, Result<Vec<bool>, StoreError>)> + Send>>;
+
 /// Runs the writer until every sender is gone and the queue is drained.
 pub(super) async fn run(
     config: Config,
-    mut client: Option<Client>,
+    client: Option<Conn>,
     mut queue: mpsc::UnboundedReceiver<Op>,
     state: Arc<WriterState>,
 ) {
+    let mut conn: Option<Arc<Conn>> = client.map(Arc::new);
     let mut kept: VecDeque<Op> = VecDeque::new();
+    let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     let mut delay = Duration::from_millis(100);
+    let mut closing = false;
     loop {
-        // Kept presence changes go first, in their order.
+        // Answers of batches in flight come first, in order.
+        let next = if in_flight.is_empty() {
+            None
+        } else if closing || in_flight.len() >= MAX_IN_FLIGHT {
+            in_flight.next().await
+        } else {
+            tokio::select! {
+                biased;
+                done = in_flight.next() => done,
+                op = queue.recv() => {
+                    match op {
+                        Some(op) => kept.push_back(op),
+                        None => closing = true,
+                    }
+                    None
+                }
+            }
+        };
+        if let Some((ops, outcome)) = next {
+            match outcome {
+                Ok(found) => {
+                    state.waiting.fetch_sub(ops.len(), Ordering::Relaxed);
+                    finish(ops, found);
+                }
+                Err(error) => {
+                    state.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %error, "a PostgreSQL write failed");
+                    let failed = settle_unavailable(ops, &mut kept, &error);
+                    state.waiting.fetch_sub(failed, Ordering::Relaxed);
+                }
+            }
+            continue;
+        }
+        // Kept presence changes (and an op taken above) go first.
         let mut batch: Vec<Op> = kept.drain(..).collect();
         if batch.is_empty() {
+            if closing {
+                if in_flight.is_empty() {
+                    break;
+                }
+                continue;
+            }
             match queue.recv().await {
                 Some(op) => batch.push(op),
-                None => break,
+                None => {
+                    closing = true;
+                    continue;
+                }
             }
         }
         while batch.len() < MAX_BATCH {
@@ -108,21 +164,38 @@ pub(super) async fn run(
                 Err(_) => break,
             }
         }
-        let connected = match client.take() {
-            Some(c) if !c.is_closed() => Some(c),
-            _ => match connect(&config).await {
+        let has_changes = batch.iter().any(|op| matches!(op, Op::Change { .. }));
+        // A transaction needs the connection alone: let the batches in
+        // flight land first.
+        if has_changes {
+            while let Some((ops, outcome)) = in_flight.next().await {
+                match outcome {
+                    Ok(found) => {
+                        state.waiting.fetch_sub(ops.len(), Ordering::Relaxed);
+                        finish(ops, found);
+                    }
+                    Err(error) => {
+                        state.failures.fetch_add(1, Ordering::Relaxed);
+                        let failed = settle_unavailable(ops, &mut kept, &error);
+                        state.waiting.fetch_sub(failed, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            conn = match Conn::open(&config).await {
                 Ok(c) => {
                     tracing::info!("the PostgreSQL writer is connected");
                     delay = Duration::from_millis(100);
-                    Some(c)
+                    Some(Arc::new(c))
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "the PostgreSQL writer cannot connect");
                     None
                 }
-            },
-        };
-        let Some(mut c) = connected else {
+            };
+        }
+        let Some(c) = conn.as_mut() else {
             let error = StoreError::unavailable("PostgreSQL is unreachable");
             let failed = settle_unavailable(batch, &mut kept, &error);
             state.waiting.fetch_sub(failed, Ordering::Relaxed);
@@ -130,11 +203,26 @@ pub(super) async fn run(
             delay = (delay * 2).min(Duration::from_secs(1));
             continue;
         };
+        if !has_changes {
+            let c = Arc::clone(c);
+            in_flight.push_back(Box::pin(async move {
+                let outcome = commit_records(&c, &batch).await;
+                (batch, outcome)
+            }));
+            continue;
+        }
+        let Some(exclusive) = Arc::get_mut(c) else {
+            // Nothing else holds the connection once the batches in flight
+            // have landed; this cannot happen.
+            let error = StoreError::internal("the writer's connection is shared");
+            let failed = settle_unavailable(batch, &mut kept, &error);
+            state.waiting.fetch_sub(failed, Ordering::Relaxed);
+            continue;
+        };
         let count = batch.len();
-        match commit(&mut c, batch).await {
+        match commit_changes(exclusive, batch).await {
             Ok(()) => {
                 state.waiting.fetch_sub(count, Ordering::Relaxed);
-                client = Some(c);
             }
             Err((ops, error)) => {
                 state.failures.fetch_add(1, Ordering::Relaxed);
@@ -145,7 +233,6 @@ pub(super) async fn run(
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
-                client = (!c.is_closed()).then_some(c);
             }
         }
     }
@@ -172,16 +259,122 @@ fn settle_unavailable(ops: Vec<Op>, kept: &mut VecDeque<Op>, error: &StoreError)
     failed
 }
 
-/// Writes a batch in one transaction and tells everyone after the commit.
-/// On a failure of the transaction as a whole, the operations come back
-/// with the error (nothing was written).
-async fn commit(client: &mut Client, batch: Vec<Op>) -> Result<(), (Vec<Op>, StoreError)> {
+/// The writer's connection with its prepared statements.
+pub(super) struct Conn {
+    client: Client,
+    insert: Statement,
+    complete: Statement,
+}
+
+impl Conn {
+    /// Opens the writer's connection: records commit without waiting for
+    /// the WAL flush (see the module documentation), registry changes
+    /// wait for it.
+    pub(super) async fn open(config: &Config) -> Result<Conn, tokio_postgres::Error> {
+        let client = connect(config).await?;
+        client
+            .batch_execute("SET synchronous_commit TO OFF")
+            .await?;
+        let insert = client.prepare(queries::INSERT_INVOCATIONS).await?;
+        let complete = client.prepare(queries::COMPLETE_INVOCATIONS).await?;
+        Ok(Conn {
+            client,
+            insert,
+            complete,
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+/// The outcomes of a batch, in queue order, in runs of distinct message
+/// ids (two outcomes of one call must apply in their order).
+fn completion_runs(batch: &[Op]) -> Vec<Vec<&Completion>> {
+    let mut runs: Vec<Vec<&Completion>> = vec![Vec::new()];
+    let mut ids: HashSet<u64> = HashSet::new();
+    for op in batch {
+        let Op::Complete { completion, .. } = op else {
+            continue;
+        };
+        if !ids.insert(completion.message_id.get()) {
+            runs.push(Vec::new());
+            ids.clear();
+            ids.insert(completion.message_id.get());
+        }
+        if let Some(run) = runs.last_mut() {
+            run.push(completion);
+        }
+    }
+    runs.retain(|r| !r.is_empty());
+    runs
+}
+
+/// Whether each outcome of a run found its device's record.
+fn matched(run: &[&Completion], found: &[i64]) -> Vec<bool> {
+    let found: HashSet<i64> = found.iter().copied().collect();
+    run.iter()
+        .map(|c| i64::try_from(c.message_id.get()).is_ok_and(|k| found.contains(&k)))
+        .collect()
+}
+
+/// Writes a batch of records and outcomes only, in one pipelined round
+/// trip: one statement for the records, one per run of outcomes, each its
+/// own transaction, sent in order on the connection (so an outcome always
+/// follows its record). Returns, per outcome in queue order, whether it
+/// found its device's record.
+async fn commit_records(conn: &Conn, batch: &[Op]) -> Result<Vec<bool>, StoreError> {
+    let inserts: Vec<&Invocation> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Insert { invocation, .. } => Some(invocation),
+            _ => None,
+        })
+        .collect();
+    let insert_params = queries::InsertParams::new(&inserts);
+    let runs = completion_runs(batch);
+    let run_params: Vec<queries::CompleteParams<'_>> = runs
+        .iter()
+        .map(|r| queries::CompleteParams::new(r))
+        .collect();
+    let insert = queries::insert_invocations(&conn.client, &conn.insert, &insert_params);
+    let completes = futures_util::future::try_join_all(
+        run_params
+            .iter()
+            .map(|p| queries::complete_invocations(&conn.client, &conn.complete, p)),
+    );
+    let ((), ids) = futures_util::future::try_join(insert, completes)
+        .await
+        .map_err(from_pg)?;
+    let mut found = Vec::new();
+    for (run, ids) in runs.iter().zip(&ids) {
+        found.extend(matched(run, ids));
+    }
+    Ok(found)
+}
+
+/// Writes a batch with registry changes in one transaction, a savepoint
+/// per change (a change that fails is rolled back alone), then tells
+/// everyone. On a failure of the transaction as a whole the operations
+/// come back with the error.
+async fn commit_changes(conn: &mut Conn, batch: Vec<Op>) -> Result<(), (Vec<Op>, StoreError)> {
     let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(batch.len());
-    // Per outcome, in queue order: whether it found its device's record.
     let mut found: Vec<bool> = Vec::new();
     let outcome: Result<(), StoreError> = async {
-        let mut tx = client.transaction().await.map_err(from_pg)?;
-        // Registry changes one at a time, each in a savepoint.
+        let inserts: Vec<&Invocation> = batch
+            .iter()
+            .filter_map(|op| match op {
+                Op::Insert { invocation, .. } => Some(invocation),
+                _ => None,
+            })
+            .collect();
+        let insert_params = queries::InsertParams::new(&inserts);
+        let runs = completion_runs(&batch);
+        let mut tx = conn.client.transaction().await.map_err(from_pg)?;
+        tx.batch_execute("SET LOCAL synchronous_commit TO ON")
+            .await
+            .map_err(from_pg)?;
         for op in &batch {
             let Op::Change { change, .. } = op else {
                 results.push(Ok(()));
@@ -203,34 +396,16 @@ async fn commit(client: &mut Client, batch: Vec<Op>) -> Result<(), (Vec<Op>, Sto
                 }
             }
         }
-        // Records, then outcomes: an outcome always follows its record.
-        let inserts: Vec<&Invocation> = batch
-            .iter()
-            .filter_map(|op| match op {
-                Op::Insert { invocation, .. } => Some(invocation),
-                _ => None,
-            })
-            .collect();
-        queries::insert_invocations(&tx, &inserts)
+        queries::insert_invocations(&tx, &conn.insert, &insert_params)
             .await
             .map_err(from_pg)?;
-        // Outcomes in runs of distinct message ids, in queue order (two
-        // outcomes of one call must apply in their order).
-        let mut run: Vec<&Completion> = Vec::new();
-        let mut ids: HashSet<u64> = HashSet::new();
-        for op in &batch {
-            let Op::Complete { completion, .. } = op else {
-                continue;
-            };
-            if !ids.insert(completion.message_id.get()) {
-                found.extend(complete_run(&tx, &run).await?);
-                run.clear();
-                ids.clear();
-                ids.insert(completion.message_id.get());
-            }
-            run.push(completion);
+        for run in &runs {
+            let params = queries::CompleteParams::new(run);
+            let ids = queries::complete_invocations(&tx, &conn.complete, &params)
+                .await
+                .map_err(from_pg)?;
+            found.extend(matched(run, &ids));
         }
-        found.extend(complete_run(&tx, &run).await?);
         tx.commit().await.map_err(from_pg)
     }
     .await;
@@ -257,19 +432,13 @@ async fn commit(client: &mut Client, batch: Vec<Op>) -> Result<(), (Vec<Op>, Sto
     Ok(())
 }
 
-/// Applies one run of outcomes (distinct message ids) and says, for each,
-/// whether it found its device's record.
-async fn complete_run(
-    tx: &tokio_postgres::Transaction<'_>,
-    run: &[&Completion],
-) -> Result<Vec<bool>, StoreError> {
-    let matched: HashSet<i64> = queries::complete_invocations(tx, run)
-        .await
-        .map_err(from_pg)?
-        .into_iter()
-        .collect();
-    Ok(run
-        .iter()
-        .map(|c| i64::try_from(c.message_id.get()).is_ok_and(|k| matched.contains(&k)))
-        .collect())
+/// Tells the waiters of a committed batch of records and outcomes.
+fn finish(batch: Vec<Op>, found: Vec<bool>) {
+    let mut found = found.into_iter();
+    for op in batch {
+        match op {
+            Op::Change { done, .. } | Op::Insert { done, .. } => done.resolve(Ok(())),
+            Op::Complete { done, .. } => done.resolve(Ok(found.next().unwrap_or(false))),
+        }
+    }
 }
