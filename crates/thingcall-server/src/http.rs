@@ -85,6 +85,7 @@ pub(crate) async fn handle(
         let body = state.metrics.render(
             online,
             state.models.len(),
+            state.nonces.len(),
             state.gateway_metrics(),
             state.records.stats(),
         );

@@ -71,6 +71,7 @@ impl Metrics {
         &self,
         devices_online: usize,
         compiled_models: usize,
+        nonces: usize,
         gateway: &GatewayMetrics,
         records: RecordStats,
     ) -> String {
@@ -131,6 +132,9 @@ impl Metrics {
         out.push_str("# HELP thingcall_compiled_models Published thing models compiled and cached (at most the versions each product keeps).\n");
         out.push_str("# TYPE thingcall_compiled_models gauge\n");
         let _ = writeln!(out, "thingcall_compiled_models {compiled_models}");
+        out.push_str("# HELP thingcall_signature_nonces Signature nonces remembered (each for as long as its timestamp could be accepted).\n");
+        out.push_str("# TYPE thingcall_signature_nonces gauge\n");
+        let _ = writeln!(out, "thingcall_signature_nonces {nonces}");
         out.push_str("# HELP thingcall_records_waiting Invocation records durable in the journal, not yet copied into the queryable store.\n");
         out.push_str("# TYPE thingcall_records_waiting gauge\n");
         let _ = writeln!(out, "thingcall_records_waiting {}", records.waiting);
