@@ -445,3 +445,39 @@ async fn presence_never_undoes_an_enable_or_disable() {
     again.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `dispatch` reaches a handler for every action the wire model parses:
+/// each action name, with parameters every action accepts, is answered by
+/// something other than `InvalidAction.NotFound`.
+#[tokio::test]
+async fn every_action_has_a_handler() {
+    let f = Fixture::start("actions").await;
+    let pairs: Vec<(String, String)> = [
+        ("ProductKey", PK),
+        ("DeviceName", "dev1"),
+        ("DeviceName.1", "dev1"),
+        ("Identifier", "Reboot"),
+        ("Args", "{}"),
+        ("ProductName", "Walk_1"),
+        ("NodeType", "0"),
+        ("TslStr", "{}"),
+        ("StartTime", "0"),
+        ("EndTime", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let params = Params::from_pairs(pairs).unwrap();
+    assert_eq!(thingcall_wire::ACTION_NAMES.len(), 16);
+    for action in thingcall_wire::ACTION_NAMES {
+        let request = ApiRequest::parse(action, &params)
+            .unwrap_or_else(|e| panic!("{action} does not parse: {e}"));
+        let answer =
+            crate::actions::dispatch(f.engine(), request, Format::Json, &crate::ids::request_id())
+                .await;
+        if let Err(e) = answer {
+            assert_ne!(e.code(), ErrorCode::InvalidActionNotFound, "{action}");
+        }
+    }
+    f.stop().await;
+}
