@@ -177,6 +177,7 @@ async fn http_floor(connections: usize, seconds: u64) -> Stats {
     let stats = measured(http_load(
         &addr,
         "a1FloorBnch",
+        "bench-",
         16,
         "Calibrate",
         connections,
@@ -186,61 +187,6 @@ async fn http_floor(connections: usize, seconds: u64) -> Stats {
     .await;
     server.abort();
     stats
-}
-
-/// Runs `connections` clients for `seconds`; `rate` caps total calls/s.
-async fn http_load(
-    addr: &str,
-    pk: &str,
-    devices: usize,
-    identifier: &'static str,
-    connections: usize,
-    seconds: u64,
-    rate: Option<f64>,
-) -> Stats {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for c in 0..connections {
-        let (addr, pk) = (addr.to_owned(), pk.to_owned());
-        workers.push(tokio::spawn(async move {
-            let mut http = Http::connect(&addr).await;
-            let mut lat = Vec::new();
-            let mut n = c;
-            let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
-            let mut next_at = Instant::now();
-            while Instant::now() < deadline {
-                if let Some(i) = interval {
-                    tokio::time::sleep_until(next_at.into()).await;
-                    next_at += i;
-                }
-                let dn = format!("bench-{}", n % devices);
-                let args = if identifier == "Calibrate" {
-                    r#"{"Offset":1.5}"#
-                } else {
-                    r#"{"Delay":1}"#
-                };
-                let t0 = Instant::now();
-                let success = http
-                    .call(&[
-                        ("ProductKey", &pk),
-                        ("DeviceName", &dn),
-                        ("Identifier", identifier),
-                        ("Args", args),
-                    ])
-                    .await;
-                lat.push(t0.elapsed());
-                assert!(success, "{identifier}: {}", http.last());
-                n += connections;
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for w in workers {
-        all.extend(w.await.unwrap());
-    }
-    stats(all, started.elapsed())
 }
 
 async fn e2e(
@@ -298,6 +244,7 @@ async fn e2e(
         measured(http_load(
             &h,
             &pk,
+            "bench-",
             devices,
             identifier,
             connections,

@@ -278,7 +278,18 @@ fn main() {
 
         // Capacity: closed-loop sync calls on 32 connections.
         let capacity_secs = if quick { 2 } else { 10 };
-        let capacity = measured(closed_loop(&h, &pk, 32, capacity_secs)).await;
+        // Closed-loop sync calls to the steady devices.
+        let capacity = measured(http_load(
+            &h,
+            &pk,
+            "steady-",
+            STEADY,
+            "Calibrate",
+            32,
+            capacity_secs,
+            None,
+        ))
+        .await;
         let rate = capacity.per_sec / 2.0;
         println!(
             "capacity {:.0} sync calls/s (p99 {:.2} ms); soak at {rate:.0} calls/s for {minutes} min: 49.5 % sync, 49.5 % async to {STEADY} steady devices (2 % of those to {CHURNING} churning ones), 1 % sync to {SILENT} silent devices",
@@ -394,40 +405,4 @@ fn main() {
     drop(child.stdin.take());
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// Closed-loop sync calls to the steady devices: the capacity.
-async fn closed_loop(h: &str, pk: &str, connections: usize, seconds: u64) -> Stats {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for c in 0..connections {
-        let (h, pk) = (h.to_owned(), pk.to_owned());
-        workers.push(tokio::spawn(async move {
-            let mut http = Http::connect(&h).await;
-            let mut lat = Vec::new();
-            let mut n = c;
-            while Instant::now() < deadline {
-                let dn = format!("steady-{}", n % STEADY);
-                let t0 = Instant::now();
-                let ok = http
-                    .call(&[
-                        ("ProductKey", &pk),
-                        ("DeviceName", &dn),
-                        ("Identifier", "Calibrate"),
-                        ("Args", r#"{"Offset":1.5}"#),
-                    ])
-                    .await;
-                assert!(ok, "{}", http.last());
-                lat.push(t0.elapsed());
-                n += connections;
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for w in workers {
-        all.extend(w.await.unwrap());
-    }
-    stats(all, started.elapsed())
 }

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thingcall_core::{Clock, Secret, UnixMillis};
 use thingcall_gateway::simulator::SimulatorConfig;
@@ -255,4 +255,63 @@ pub async fn register(http: &str, pk: &str, name: &str) -> String {
     ];
     let r = raw_call(http, "RegisterDevice", &extra).await;
     r["Data"]["DeviceSecret"].as_str().unwrap().to_owned()
+}
+
+/// Runs `connections` clients for `seconds`, each calling `identifier` on
+/// devices `{prefix}0` .. `{prefix}{devices - 1}` in turn; `rate` caps the
+/// total calls/s.
+#[allow(clippy::too_many_arguments)] // one load's settings, each once
+pub async fn http_load(
+    addr: &str,
+    pk: &str,
+    prefix: &str,
+    devices: usize,
+    identifier: &'static str,
+    connections: usize,
+    seconds: u64,
+    rate: Option<f64>,
+) -> Stats {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for c in 0..connections {
+        let (addr, pk, prefix) = (addr.to_owned(), pk.to_owned(), prefix.to_owned());
+        workers.push(tokio::spawn(async move {
+            let mut http = Http::connect(&addr).await;
+            let mut lat = Vec::new();
+            let mut n = c;
+            let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
+            let mut next_at = Instant::now();
+            while Instant::now() < deadline {
+                if let Some(i) = interval {
+                    tokio::time::sleep_until(next_at.into()).await;
+                    next_at += i;
+                }
+                let dn = format!("{prefix}{}", n % devices);
+                let args = if identifier == "Calibrate" {
+                    r#"{"Offset":1.5}"#
+                } else {
+                    r#"{"Delay":1}"#
+                };
+                let t0 = Instant::now();
+                let success = http
+                    .call(&[
+                        ("ProductKey", &pk),
+                        ("DeviceName", &dn),
+                        ("Identifier", identifier),
+                        ("Args", args),
+                    ])
+                    .await;
+                lat.push(t0.elapsed());
+                assert!(success, "{identifier}: {}", http.last());
+                n += connections;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    stats(all, started.elapsed())
 }

@@ -325,13 +325,7 @@ fn matched(run: &[&Completion], found: &[i64]) -> Vec<bool> {
 /// follows its record). Returns, per outcome in queue order, whether it
 /// found its device's record.
 async fn commit_records(conn: &Conn, batch: &[Op]) -> Result<Vec<bool>, StoreError> {
-    let inserts: Vec<&Invocation> = batch
-        .iter()
-        .filter_map(|op| match op {
-            Op::Insert { invocation, .. } => Some(invocation),
-            _ => None,
-        })
-        .collect();
+    let inserts = records_of(batch);
     let insert_params = queries::InsertParams::new(&inserts);
     let runs = completion_runs(batch);
     let run_params: Vec<queries::CompleteParams<'_>> = runs
@@ -362,13 +356,7 @@ async fn commit_changes(conn: &mut Conn, batch: Vec<Op>) -> Result<(), (Vec<Op>,
     let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(batch.len());
     let mut found: Vec<bool> = Vec::new();
     let outcome: Result<(), StoreError> = async {
-        let inserts: Vec<&Invocation> = batch
-            .iter()
-            .filter_map(|op| match op {
-                Op::Insert { invocation, .. } => Some(invocation),
-                _ => None,
-            })
-            .collect();
+        let inserts = records_of(&batch);
         let insert_params = queries::InsertParams::new(&inserts);
         let runs = completion_runs(&batch);
         let mut tx = conn.client.transaction().await.map_err(from_pg)?;
@@ -412,6 +400,25 @@ async fn commit_changes(conn: &mut Conn, batch: Vec<Op>) -> Result<(), (Vec<Op>,
     if let Err(e) = outcome {
         return Err((batch, e));
     }
+    tell(batch, results, found);
+    Ok(())
+}
+
+/// The records a batch stores.
+fn records_of(batch: &[Op]) -> Vec<&Invocation> {
+    batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Insert { invocation, .. } => Some(invocation),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Tells the waiters of a committed batch, in queue order: each change its
+/// own result (after its callback, when it committed), each outcome whether
+/// it found its record.
+fn tell(batch: Vec<Op>, results: Vec<Result<(), StoreError>>, found: Vec<bool>) {
     let mut found = found.into_iter();
     for (op, result) in batch.into_iter().zip(results) {
         match op {
@@ -429,16 +436,10 @@ async fn commit_changes(conn: &mut Conn, batch: Vec<Op>) -> Result<(), (Vec<Op>,
             Op::Complete { done, .. } => done.resolve(Ok(found.next().unwrap_or(false))),
         }
     }
-    Ok(())
 }
 
 /// Tells the waiters of a committed batch of records and outcomes.
 fn finish(batch: Vec<Op>, found: Vec<bool>) {
-    let mut found = found.into_iter();
-    for op in batch {
-        match op {
-            Op::Change { done, .. } | Op::Insert { done, .. } => done.resolve(Ok(())),
-            Op::Complete { done, .. } => done.resolve(Ok(found.next().unwrap_or(false))),
-        }
-    }
+    let results = batch.iter().map(|_| Ok(())).collect();
+    tell(batch, results, found);
 }
