@@ -82,6 +82,26 @@ fn signal(child: &Child, sig: &str) {
     assert!(status.success());
 }
 
+/// The demo product's key, from the "demo device PK/DN" line that
+/// `serve --demo` prints. The rest of the output is read on (and thrown
+/// away) by a thread of its own.
+fn demo_product(child: &mut Child) -> String {
+    let out = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    let line = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.contains("demo device")))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    line.split_whitespace()
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 #[test]
 fn nothing_acknowledged_is_lost_to_kill_9() {
     let dir = temp_dir("kill9");
@@ -109,21 +129,7 @@ fn nothing_acknowledged_is_lost_to_kill_9() {
         iot_ids.push(r["Data"]["IotId"].as_str().unwrap().to_owned());
     }
     // Invocations are acknowledged only after they are recorded.
-    let demo_pk = {
-        let out = s.child.stdout.take().unwrap();
-        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
-        let line = lines
-            .find(|l| l.as_ref().is_ok_and(|l| l.contains("demo device")))
-            .unwrap()
-            .unwrap();
-        line.split_whitespace()
-            .nth(2)
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_owned()
-    };
+    let demo_pk = demo_product(&mut s.child);
     // Async calls (recorded before the answer) and sync calls (recorded
     // with the device's reply before the answer), then SIGKILL at once:
     // the records are then only in the journal, not yet in SQLite.
@@ -220,20 +226,7 @@ fn nothing_acknowledged_is_lost_to_kill_9() {
 fn sigterm_finishes_in_flight_calls_and_exits_0() {
     let dir = temp_dir("term");
     let mut s = start(&dir, &["--demo", "--sync-timeout", "3s"]);
-    let out = s.child.stdout.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
-    let line = lines
-        .find(|l| l.as_ref().is_ok_and(|l| l.contains("demo device")))
-        .unwrap()
-        .unwrap();
-    let demo_pk = line
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let demo_pk = demo_product(&mut s.child);
     // Wait for the in-process demo device.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -425,19 +418,7 @@ fn store_copy_moves_a_deployment_into_postgres() {
     call(&s.http, "DisableThing", &[("IotId", &iot_id)]);
     // A record, from the demo device once it is online.
     let mut s = s;
-    let out = s.child.stdout.take().unwrap();
-    let line = std::io::BufRead::lines(std::io::BufReader::new(out))
-        .find(|l| l.as_ref().is_ok_and(|l| l.contains("demo device")))
-        .unwrap()
-        .unwrap();
-    let demo_pk = line
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let demo_pk = demo_product(&mut s.child);
     let demo_dev = [
         ("ProductKey", demo_pk.as_str()),
         ("DeviceName", "demo-device-1"),
@@ -514,4 +495,23 @@ fn store_copy_moves_a_deployment_into_postgres() {
     let _ = child.wait();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(server.drop_database(&name)).unwrap();
+}
+
+/// A server whose standard output closes (piped into `head`, a supervisor
+/// gone) keeps serving: the banner's later lines are dropped, not fatal.
+#[test]
+fn a_closed_stdout_does_not_stop_the_server() {
+    let dir = temp_dir("stdout");
+    let mut s = start(&dir, &["--demo"]);
+    drop(s.child.stdout.take());
+    // The demo's own lines come after the ready file: give them time to
+    // meet the closed pipe.
+    std::thread::sleep(Duration::from_millis(300));
+    let r = call(&s.http, "QueryProduct", &[("ProductKey", "a1NoSuchPk1")]);
+    assert_eq!(r["Code"], "iot.prod.NotExistedProduct", "{r}");
+    assert!(s.child.try_wait().unwrap().is_none(), "the server exited");
+    let mut child = s.child;
+    let _ = child.kill();
+    let _ = child.wait();
+    finish(&dir);
 }

@@ -16,6 +16,17 @@ use thingcall_wire::form::encode_pairs;
 
 use super::Outcome;
 
+/// Prints a line of the start-up banner. A closed standard output (the
+/// operator piped it into `head`, a supervisor went away) must not stop a
+/// running server, so write errors are ignored, where `println!` would
+/// panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     /// The HTTP API address (port 0 picks a free port).
@@ -166,17 +177,17 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             http.local_addr().map_err(|e| e.to_string())?,
             mqtt.local_addr().map_err(|e| e.to_string())?,
         );
-        println!("thingcall {} serving", env!("CARGO_PKG_VERSION"));
-        println!("  HTTP API     http://{http_addr}/");
-        println!("  MQTT devices {mqtt_addr}");
+        say!("thingcall {} serving", env!("CARGO_PKG_VERSION"));
+        say!("  HTTP API     http://{http_addr}/");
+        say!("  MQTT devices {mqtt_addr}");
         match &store {
-            StoreConfig::Sqlite => println!("  store        SQLite in {}", a.data_dir.display()),
-            StoreConfig::Postgres(url) => println!("  store        {url}"),
+            StoreConfig::Sqlite => say!("  store        SQLite in {}", a.data_dir.display()),
+            StoreConfig::Postgres(url) => say!("  store        {url}"),
         }
         if let Some(k) = server.generated_key() {
-            println!("  generated AccessKey (shown only now, kept in the store):");
-            println!("    AccessKeyId     {}", k.id);
-            println!("    AccessKeySecret {}", k.secret.expose());
+            say!("  generated AccessKey (shown only now, kept in the store):");
+            say!("    AccessKeyId     {}", k.id);
+            say!("    AccessKeySecret {}", k.secret.expose());
         }
         if let Some(path) = &a.ready_file {
             let ready =
@@ -193,7 +204,7 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await;
-            println!(
+            say!(
                 "  demo device  {}/{} (secret {})",
                 demo.product_key,
                 demo.device_name,
@@ -207,8 +218,8 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
                 server.generated_key(),
                 clock.as_ref(),
             ) {
-                println!("  try it (signed now: valid for 15 minutes, once):");
-                println!("    {line}");
+                say!("  try it (signed now: valid for 15 minutes, once):");
+                say!("    {line}");
             }
         }
         server
