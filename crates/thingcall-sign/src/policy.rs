@@ -77,11 +77,11 @@ struct NonceTable {
     generations: BTreeMap<i64, HashMap<u128, i64>>,
 }
 
-/// A collision-resistant digest of the pair: SHA-256 over the length of
-/// the id, the id and the nonce, cut to 128 bits. (A keyless digest: the
-/// store needs no random key, and finding two pairs with one digest is
-/// out of reach.)
-fn nonce_digest(access_key_id: &str, nonce: &str) -> u128 {
+/// A collision-resistant digest of (AccessKey id, nonce): SHA-256 over the
+/// length of the id, the id and the nonce, cut to 128 bits. (A keyless
+/// digest: a store needs no random key, and finding two pairs with one
+/// digest is out of reach.) Nonce stores that nodes share keep this.
+pub fn nonce_digest(access_key_id: &str, nonce: &str) -> u128 {
     use sha2::{Digest, Sha256};
     let len = u32::try_from(access_key_id.len()).unwrap_or(u32::MAX);
     let hash = Sha256::new()

@@ -362,6 +362,47 @@ pub(crate) trait Records: Send + Sync {
     async fn close(&self);
 }
 
+// ------------------------------------------------------------------ shared
+
+/// A registry change another node logged, with what is stored now.
+#[derive(Debug)]
+pub(crate) struct LoggedChange {
+    pub(crate) seq: i64,
+    pub(crate) now: Stored,
+}
+
+/// What a logged entity is now.
+#[derive(Debug)]
+pub(crate) enum Stored {
+    /// A device (`None`: deleted; then its tombstone, when it has one).
+    Device {
+        iot_id: String,
+        device: Option<Device>,
+        tombstone: Option<(String, String)>,
+    },
+    /// A product with its versions and modules (`None`: deleted), and its
+    /// tombstoned device names.
+    Product {
+        product_key: String,
+        product: Option<Product>,
+        tombstones: Vec<String>,
+    },
+    /// An AccessKey.
+    AccessKey {
+        id: String,
+        access_key: Option<AccessKey>,
+    },
+}
+
+/// Signature nonces that the nodes of a cluster share: a nonce used on one
+/// node is refused on every other.
+#[async_trait]
+pub(crate) trait SharedNonces: Send + Sync {
+    /// Records the nonce's digest until `expires_ms`; false when some node
+    /// recorded it before and it has not expired.
+    async fn claim(&self, digest: u128, now_ms: i64, expires_ms: i64) -> Result<bool, StoreError>;
+}
+
 // ----------------------------------------------------------------- handles
 
 /// A write in progress, resolved once it is durable (or failed).

@@ -29,8 +29,8 @@ use tokio_postgres::config::Host;
 use self::error::{from_pg, from_pool};
 use self::writer::{Op, WriterState};
 use crate::store::{
-    Change, Completion, Invocation, OnCommit, Pending, RecordQuery, RecordStats, Records, Registry,
-    Snapshot, StoreError,
+    Change, Completion, Invocation, LoggedChange, OnCommit, Pending, RecordQuery, RecordStats,
+    Records, Registry, Snapshot, StoreError, Stored,
 };
 use crate::sync::lock;
 
@@ -116,8 +116,12 @@ impl std::fmt::Debug for PostgresUrl {
 /// Reads wait at most this long for a pooled connection.
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
+/// The advisory lock that orders node-number claims.
+const NODE_NUMBER_LOCK: i64 = 0x7468_696e_676e_6f64;
+
 /// The PostgreSQL store.
 pub(crate) struct Store {
+    config: Config,
     pool: Pool,
     queue: Mutex<Option<mpsc::UnboundedSender<Op>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -174,12 +178,13 @@ impl Store {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(WriterState::default());
         let writer = tokio::spawn(writer::run(
-            config,
+            config.clone(),
             Some(writer_conn),
             rx,
             Arc::clone(&state),
         ));
         Ok(Store {
+            config,
             pool,
             queue: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
@@ -213,6 +218,144 @@ impl Store {
             )
             .await
             .map_err(from_pg)
+    }
+
+    /// The registry changes logged after `seq`, in order (at most 10,000
+    /// at a time).
+    pub(crate) async fn registry_changes_after(
+        &self,
+        seq: i64,
+    ) -> Result<Vec<LoggedChange>, StoreError> {
+        let client = self.pool.get().await.map_err(from_pool)?;
+        let rows = queries::registry_log_after(&**client, seq).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (seq, entity, key, product_key, device_name) in rows {
+            let now = match entity.as_str() {
+                "device" => {
+                    let device = queries::device(&**client, &key).await?;
+                    let tombstoned = match (&product_key, &device_name) {
+                        (Some(pk), Some(dn)) if device.is_none() => {
+                            queries::tombstoned(&**client, pk, dn).await?
+                        }
+                        _ => false,
+                    };
+                    Stored::Device {
+                        iot_id: key,
+                        device,
+                        tombstone: tombstoned.then(|| product_key.zip(device_name)).flatten(),
+                    }
+                }
+                "product" => {
+                    let (product, tombstones) = queries::product(&**client, &key).await?;
+                    Stored::Product {
+                        product_key: key,
+                        product,
+                        tombstones,
+                    }
+                }
+                "access_key" => Stored::AccessKey {
+                    access_key: queries::access_key(&**client, &key).await?,
+                    id: key,
+                },
+                other => {
+                    tracing::warn!(
+                        entity = other,
+                        "an unknown entity in the registry log; skipped"
+                    );
+                    continue;
+                }
+            };
+            out.push(LoggedChange { seq, now });
+        }
+        Ok(out)
+    }
+
+    /// The newest logged registry change's number.
+    pub(crate) async fn registry_last(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await.map_err(from_pool)?;
+        queries::registry_log_last(&**client).await
+    }
+
+    /// Forgets the nonces whose timestamps can no longer be accepted.
+    pub(crate) async fn expire_nonces(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(from_pool)?;
+        client
+            .execute("DELETE FROM nonces WHERE expires_ms <= $1", &[&now_ms])
+            .await
+            .map_err(from_pg)
+    }
+
+    /// This node's number among the nodes (0 to `max - 1`), kept from an
+    /// earlier run or the smallest one no node seen within `stale_ms` holds.
+    pub(crate) async fn claim_node_number(
+        &self,
+        node_id: &str,
+        now_ms: i64,
+        stale_ms: i64,
+        max: u8,
+    ) -> Result<u8, StoreError> {
+        let mut client = self.pool.get().await.map_err(from_pool)?;
+        let tx = client.transaction().await.map_err(from_pg)?;
+        // One claim at a time, across the nodes.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&NODE_NUMBER_LOCK])
+            .await
+            .map_err(from_pg)?;
+        tx.execute(
+            "DELETE FROM nodes WHERE seen_ms < $1 AND node_id <> $2",
+            &[&(now_ms - stale_ms), &node_id],
+        )
+        .await
+        .map_err(from_pg)?;
+        let mine: Option<i16> = tx
+            .query_opt("SELECT number FROM nodes WHERE node_id = $1", &[&node_id])
+            .await
+            .map_err(from_pg)?
+            .map(|r| r.get(0));
+        let number = match mine {
+            Some(n) => n,
+            None => {
+                let taken: Vec<i16> = tx
+                    .query("SELECT number FROM nodes", &[])
+                    .await
+                    .map_err(from_pg)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let Some(free) = (0..i16::from(max)).find(|n| !taken.contains(n)) else {
+                    return Err(StoreError::unavailable(format!(
+                        "{max} nodes are alive already; a cluster has at most {max}"
+                    )));
+                };
+                free
+            }
+        };
+        tx.execute(
+            "INSERT INTO nodes (node_id, number, seen_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (node_id) DO UPDATE SET seen_ms = EXCLUDED.seen_ms",
+            &[&node_id, &number, &now_ms],
+        )
+        .await
+        .map_err(from_pg)?;
+        tx.commit().await.map_err(from_pg)?;
+        u8::try_from(number).map_err(|_| StoreError::corrupt("a node number out of range"))
+    }
+
+    /// Tells the other nodes this one is alive (keeps its number).
+    pub(crate) async fn touch_node(&self, node_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(from_pool)?;
+        client
+            .execute(
+                "UPDATE nodes SET seen_ms = $2 WHERE node_id = $1",
+                &[&node_id, &now_ms],
+            )
+            .await
+            .map_err(from_pg)
+            .map(|_| ())
+    }
+
+    /// The URL's connection settings, for a node's own listening connection.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
     }
 
     fn send(&self, op: Op) -> Result<(), StoreError> {
@@ -328,5 +471,47 @@ impl PostgresUrl {
             ))
             .await
             .map_err(from_pg)
+    }
+}
+
+impl Store {
+    /// Records signature nonces (digest, expiry) for every node, in one
+    /// statement: for each, false when a node recorded it before and it
+    /// has not expired. The digests must be distinct. A nonce is worth
+    /// less than a record: it is written without waiting for the disk
+    /// (`synchronous_commit` off), so a database crash may forget the last
+    /// moments' nonces, never a record.
+    pub(crate) async fn claim_nonces(
+        &self,
+        batch: &[(u128, i64)],
+        now_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut client = self.pool.get().await.map_err(from_pool)?;
+        let tx = client.transaction().await.map_err(from_pg)?;
+        tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
+            .await
+            .map_err(from_pg)?;
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO nonces (digest, expires_ms)
+                 SELECT * FROM UNNEST($1::bytea[], $2::bigint[])
+                 ON CONFLICT (digest) DO UPDATE SET expires_ms = EXCLUDED.expires_ms
+                 WHERE nonces.expires_ms <= $3 RETURNING digest",
+            )
+            .await
+            .map_err(from_pg)?;
+        let digests: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|(d, _)| d.to_le_bytes().to_vec())
+            .collect();
+        let expiries: Vec<i64> = batch.iter().map(|(_, e)| *e).collect();
+        let rows = tx
+            .query(&statement, &[&digests, &expiries, &now_ms])
+            .await
+            .map_err(from_pg)?;
+        tx.commit().await.map_err(from_pg)?;
+        let claimed: std::collections::HashSet<Vec<u8>> =
+            rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect();
+        Ok(digests.iter().map(|d| claimed.contains(d)).collect())
     }
 }

@@ -167,8 +167,76 @@ async fn insert_version<C: GenericClient>(
     Ok(())
 }
 
-/// Runs one registry change's statements (inside the writer's transaction).
+/// What a change leaves in `registry_log` for other nodes to re-read:
+/// (entity, key, product key, device name). Presence leaves nothing: it
+/// travels between nodes as events.
+fn logged(change: &Change) -> Option<(&'static str, &str, Option<&str>, Option<&str>)> {
+    match change {
+        Change::PutAccessKey { key, .. } => Some(("access_key", key.id.as_str(), None, None)),
+        Change::InsertProduct(p) => Some(("product", p.product_key.as_str(), None, None)),
+        Change::DeleteProduct { product_key, .. }
+        | Change::SetDraft { product_key, .. }
+        | Change::Publish { product_key, .. } => {
+            Some(("product", product_key.as_str(), None, None))
+        }
+        Change::InsertDevice(d) => Some((
+            "device",
+            d.iot_id.as_str(),
+            Some(d.product_key.as_str()),
+            Some(d.device_name.as_str()),
+        )),
+        Change::DeleteDevice {
+            iot_id,
+            product_key,
+            device_name,
+            ..
+        } => Some((
+            "device",
+            iot_id.as_str(),
+            Some(product_key.as_str()),
+            Some(device_name.as_str()),
+        )),
+        Change::SetEnabled { iot_id, .. } => Some(("device", iot_id.as_str(), None, None)),
+        Change::Presence { .. } => None,
+    }
+}
+
+/// The advisory lock that orders registry changes across nodes.
+const REGISTRY_LOG_LOCK: i64 = 0x7468_696e_6763_616c;
+
+/// Runs one registry change's statements (inside the writer's
+/// transaction), and logs it for the other nodes of a cluster.
 pub(super) async fn apply_change<C: GenericClient>(
+    client: &C,
+    change: &Change,
+) -> Result<(), tokio_postgres::Error> {
+    apply_statements(client, change).await?;
+    if let Some((entity, key, product_key, device_name)) = logged(change) {
+        let at = match change {
+            Change::PutAccessKey { at, .. }
+            | Change::DeleteProduct { at, .. }
+            | Change::DeleteDevice { at, .. }
+            | Change::SetEnabled { at, .. } => *at,
+            _ => 0,
+        };
+        // One registry change at a time across the nodes, until this
+        // transaction ends: the log's numbers are then given in commit
+        // order, so a node that read entry n has seen every entry below n.
+        client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOG_LOCK])
+            .await?;
+        client
+            .execute(
+                "INSERT INTO registry_log (entity, key, product_key, device_name, at_ms)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&entity, &key, &product_key, &device_name, &at],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn apply_statements<C: GenericClient>(
     client: &C,
     change: &Change,
 ) -> Result<(), tokio_postgres::Error> {
@@ -523,4 +591,189 @@ fn row_to_invocation(r: &Row) -> Result<Invocation, StoreError> {
         outcome: Outcome::parse(&code, output.is_some())?,
         output,
     })
+}
+
+// ----------------------------------------------------------------- cluster
+
+/// The registry changes after `seq`, in order: (seq, entity, key, product
+/// key, device name).
+pub(super) async fn registry_log_after<C: GenericClient>(
+    client: &C,
+    seq: i64,
+) -> Result<Vec<(i64, String, String, Option<String>, Option<String>)>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT seq, entity, key, product_key, device_name FROM registry_log
+             WHERE seq > $1 ORDER BY seq LIMIT 10000",
+            &[&seq],
+        )
+        .await
+        .map_err(from_pg)?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect())
+}
+
+/// The newest registry change's number (0 when there is none).
+pub(super) async fn registry_log_last<C: GenericClient>(client: &C) -> Result<i64, StoreError> {
+    let row = client
+        .query_one("SELECT COALESCE(MAX(seq), 0) FROM registry_log", &[])
+        .await
+        .map_err(from_pg)?;
+    Ok(row.get(0))
+}
+
+/// One device as stored now.
+pub(super) async fn device<C: GenericClient>(
+    client: &C,
+    iot_id: &str,
+) -> Result<Option<Device>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT iot_id, product_key, device_name, device_secret, nickname, enabled, created_ms,
+                activated_ms, online_ms, status_ms, ip_address FROM devices WHERE iot_id = $1",
+            &[&iot_id],
+        )
+        .await
+        .map_err(from_pg)?;
+    Ok(row.map(|r| Device {
+        iot_id: r.get(0),
+        product_key: r.get(1),
+        device_name: r.get(2),
+        device_secret: r.get::<_, String>(3).into(),
+        nickname: r.get(4),
+        enabled: r.get(5),
+        created_ms: r.get(6),
+        activated_ms: r.get(7),
+        online_ms: r.get(8),
+        status_ms: r.get(9),
+        ip_address: r.get(10),
+        online: false,
+    }))
+}
+
+/// Whether a device name is tombstoned.
+pub(super) async fn tombstoned<C: GenericClient>(
+    client: &C,
+    product_key: &str,
+    device_name: &str,
+) -> Result<bool, StoreError> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM tombstones WHERE product_key = $1 AND device_name = $2",
+            &[&product_key, &device_name],
+        )
+        .await
+        .map_err(from_pg)?
+        .is_some())
+}
+
+/// One product as stored now, with its versions and modules, and the
+/// tombstoned device names of the product.
+pub(super) async fn product<C: GenericClient>(
+    client: &C,
+    product_key: &str,
+) -> Result<(Option<Product>, Vec<String>), StoreError> {
+    let tombstones: Vec<String> = client
+        .query(
+            "SELECT device_name FROM tombstones WHERE product_key = $1",
+            &[&product_key],
+        )
+        .await
+        .map_err(from_pg)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let Some(r) = client
+        .query_opt(
+            "SELECT product_key, product_name, product_secret, description, node_type, data_format,
+                commodity_code, auth_type, protocol_type, net_type, category_key, validate_type,
+                created_ms, draft_tsl FROM products WHERE product_key = $1",
+            &[&product_key],
+        )
+        .await
+        .map_err(from_pg)?
+    else {
+        return Ok((None, tombstones));
+    };
+    let mut p = Product {
+        product_key: r.get(0),
+        product_name: r.get(1),
+        product_secret: r.get::<_, String>(2).into(),
+        description: r.get(3),
+        node_type: r.get(4),
+        data_format: r.get(5),
+        commodity_code: r.get(6),
+        auth_type: r.get(7),
+        protocol_type: r.get(8),
+        net_type: r.get(9),
+        category_key: r.get(10),
+        validate_type: r.get(11),
+        created_ms: r.get(12),
+        draft_tsl: r.get(13),
+        versions: Vec::new(),
+        modules: Default::default(),
+    };
+    for r in client
+        .query(
+            "SELECT version, description, tsl, created_ms, seq FROM model_versions
+             WHERE product_key = $1 ORDER BY seq",
+            &[&product_key],
+        )
+        .await
+        .map_err(from_pg)?
+    {
+        p.versions.push(ModelVersion {
+            version: r.get(0),
+            description: r.get(1),
+            tsl: r.get(2),
+            created_ms: r.get(3),
+            seq: r.get(4),
+            modules: Default::default(),
+        });
+    }
+    for r in client
+        .query(
+            "SELECT block_id, draft_tsl FROM modules WHERE product_key = $1",
+            &[&product_key],
+        )
+        .await
+        .map_err(from_pg)?
+    {
+        p.modules.insert(r.get(0), r.get(1));
+    }
+    for r in client
+        .query(
+            "SELECT version, block_id, tsl FROM module_versions WHERE product_key = $1",
+            &[&product_key],
+        )
+        .await
+        .map_err(from_pg)?
+    {
+        let version: &str = r.get(0);
+        if let Some(v) = p.versions.iter_mut().find(|v| v.version == version) {
+            v.modules.insert(r.get(1), r.get(2));
+        }
+    }
+    Ok((Some(p), tombstones))
+}
+
+/// One AccessKey as stored now.
+pub(super) async fn access_key<C: GenericClient>(
+    client: &C,
+    id: &str,
+) -> Result<Option<AccessKey>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT id, secret, enabled FROM access_keys WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(from_pg)?;
+    Ok(row.map(|r| AccessKey {
+        id: r.get(0),
+        secret: r.get::<_, String>(1).into(),
+        enabled: r.get(2),
+    }))
 }

@@ -394,6 +394,16 @@ async fn commit_changes(conn: &mut Conn, batch: Vec<Op>) -> Result<(), (Vec<Op>,
                 .map_err(from_pg)?;
             found.extend(matched(run, &ids));
         }
+        // Nodes that listen re-read what changed once this commits.
+        let registry_changed = batch.iter().zip(&results).any(|(op, result)| {
+            result.is_ok()
+                && matches!(op, Op::Change { change, .. } if !matches!(change, Change::Presence { .. }))
+        });
+        if registry_changed {
+            tx.batch_execute("NOTIFY thingcall_registry")
+                .await
+                .map_err(from_pg)?;
+        }
         tx.commit().await.map_err(from_pg)
     }
     .await;
