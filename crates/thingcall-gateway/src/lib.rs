@@ -244,6 +244,21 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
+        self.accept(listener, shutdown).await?;
+        self.close_sessions("gateway shutting down");
+        Ok(())
+    }
+
+    /// Accepts device connections until `stop` completes, then stops
+    /// accepting and returns; the sessions already open stay open (a
+    /// draining server finishes its calls on them, then closes them with
+    /// [`Gateway::close_sessions`]).
+    pub async fn accept(
+        &self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let shutdown = stop;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -269,11 +284,16 @@ impl Gateway {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Closes every open device session with `reason` (the devices see
+    /// their connection end, and reconnect wherever they reconnect).
+    pub fn close_sessions(&self, reason: &str) {
         let handles: Vec<SessionHandle> = lock(&self.inner.sessions).values().cloned().collect();
         for h in handles {
-            let _ = h.kick.send(Some("gateway shutting down".to_owned()));
+            let _ = h.kick.send(Some(reason.to_owned()));
         }
-        Ok(())
     }
 
     /// Runs one device connection that was accepted elsewhere (a TLS or
@@ -281,6 +301,33 @@ impl Gateway {
     pub async fn serve_connection<S: DeviceStream>(&self, stream: S, addr: SocketAddr) {
         GatewayMetrics::inc(&self.inner.metrics.connections_accepted);
         session::run(Arc::clone(&self.inner), stream, addr).await;
+    }
+
+    /// Closes the device's session because the device logged in elsewhere
+    /// (another node of a cluster): like a second login here, the closed
+    /// session reports no offline event, and a kept persistent session is
+    /// dropped. Returns whether there was anything to close.
+    pub fn replace(&self, device: &DeviceKey) -> bool {
+        let handle = lock(&self.inner.sessions).get(device).cloned();
+        let stored = lock(&self.inner.stored).remove(device).is_some();
+        let kicked = handle.is_some_and(|h| {
+            GatewayMetrics::inc(&self.inner.metrics.sessions_kicked);
+            h.kick
+                .send(Some(session::REPLACED_BY_NEW_LOGIN.to_owned()))
+                .is_ok()
+        });
+        kicked || stored
+    }
+
+    /// Whether a persistent session of the device is kept while it is
+    /// offline (its QoS 1 messages are queued here).
+    pub fn has_stored_session(&self, device: &DeviceKey) -> bool {
+        lock(&self.inner.stored).contains_key(device)
+    }
+
+    /// The devices connected now.
+    pub fn connected(&self) -> Vec<DeviceKey> {
+        lock(&self.inner.sessions).keys().cloned().collect()
     }
 
     /// Whether the device has a live connection.

@@ -25,7 +25,7 @@ use crate::{DeviceStream, Filters, Inner, Outgoing, SessionHandle, StoredSession
 
 /// The kick reason a session gets when a new login of the same device
 /// replaces it; the replaced session reports no offline event.
-const REPLACED_BY_NEW_LOGIN: &str = "kicked by a new login";
+pub(crate) const REPLACED_BY_NEW_LOGIN: &str = "kicked by a new login";
 
 /// Why a connection ended, for logs and presence events.
 enum End {

@@ -206,6 +206,7 @@ async fn e2e(
         data_dir: dir.clone(),
         store,
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
+        cluster: None,
     };
     let server = Server::open(options, Arc::new(SystemClock)).await.unwrap();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

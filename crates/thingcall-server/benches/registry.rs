@@ -45,6 +45,7 @@ fn options(dir: &std::path::Path, store: StoreConfig) -> ServerOptions {
         data_dir: dir.to_owned(),
         store,
         access_key: Some(("benchid".to_owned(), Secret::new("benchsecret"))),
+        cluster: None,
     }
 }
 

@@ -18,7 +18,7 @@ use thingcall_sign::policy::{KeyState, KeyStore};
 use thingcall_transport::DeviceKey;
 use thingcall_wire::actions::DeviceStatus;
 
-use crate::store::{AccessKey, Change, Device, Product, Snapshot};
+use crate::store::{AccessKey, Change, Device, Product, Snapshot, Stored};
 
 /// The mirror, shared by the engine, the handlers and the gateway's
 /// device authentication.
@@ -207,6 +207,70 @@ impl Catalog {
                     }
                 }
             }
+        }
+        applied
+    }
+
+    /// Makes the mirror hold what the shared store holds now for one entity
+    /// (another node of a cluster changed it). A device keeps the presence
+    /// the mirror knows of it (presence travels between nodes as events).
+    pub(crate) fn refresh(&mut self, stored: &Stored) -> Applied {
+        let mut applied = Applied::default();
+        match stored {
+            Stored::Device {
+                iot_id,
+                device: Some(d),
+                ..
+            } => {
+                let mut d = d.clone();
+                if let Some(known) = self.devices.get(iot_id) {
+                    d.online = known.online;
+                }
+                self.insert_device(d);
+            }
+            Stored::Device {
+                iot_id,
+                device: None,
+                tombstone,
+            } => {
+                applied.removed.extend(self.remove_device(iot_id));
+                if let Some((pk, dn)) = tombstone {
+                    self.tombstones.insert((pk.clone(), dn.clone()));
+                }
+            }
+            Stored::Product {
+                product_key,
+                product,
+                tombstones,
+            } => {
+                match product {
+                    Some(p) => {
+                        let kept = p.versions.iter().map(|v| v.seq).collect();
+                        self.products.insert(product_key.clone(), p.clone());
+                        applied.versions = Some((product_key.clone(), kept));
+                    }
+                    None => {
+                        self.products.remove(product_key);
+                        for id in self.devices_of(product_key) {
+                            applied.removed.extend(self.remove_device(&id));
+                        }
+                        applied.versions = Some((product_key.clone(), Vec::new()));
+                    }
+                }
+                for dn in tombstones {
+                    if self.device_by_name(product_key, dn).is_none() {
+                        self.tombstones.insert((product_key.clone(), dn.clone()));
+                    }
+                }
+            }
+            Stored::AccessKey { id, access_key } => match access_key {
+                Some(k) => {
+                    self.access_keys.insert(id.clone(), k.clone());
+                }
+                None => {
+                    self.access_keys.remove(id);
+                }
+            },
         }
         applied
     }

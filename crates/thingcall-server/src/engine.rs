@@ -80,6 +80,14 @@ pub(crate) struct Engine {
     pub(crate) gateway_metrics: Option<Arc<thingcall_gateway::Gateway>>,
     /// Set once shutdown has begun.
     pub(crate) stopping: std::sync::atomic::AtomicBool,
+    /// In a cluster: the nonces every node shares (checked after this
+    /// node's own, for requests whose signature checked out).
+    pub(crate) shared_nonces: Option<Arc<dyn crate::store::SharedNonces>>,
+    /// In a cluster: requests hold it shared; a node that lost the
+    /// registry's change notices holds it alone while it catches up.
+    pub(crate) gate: Option<Arc<tokio::sync::RwLock<()>>>,
+    /// In a cluster: this node's id (a label on every metric).
+    pub(crate) node_id: Option<String>,
 }
 
 /// Loads the registry into a new mirror; also returns the highest message
@@ -109,6 +117,7 @@ impl Engine {
         transport: Arc<dyn Transport>,
         clock: Arc<dyn Clock>,
         gateway: Option<thingcall_gateway::Gateway>,
+        node: u8,
     ) -> Engine {
         Engine {
             config,
@@ -120,10 +129,13 @@ impl Engine {
             clock,
             nonces: InMemoryNonceStore::new(),
             pending: Mutex::new(HashMap::new()),
-            message_ids: MessageIds::after(last_message_id),
+            message_ids: MessageIds::after(node, last_message_id),
             metrics: Metrics::default(),
             gateway_metrics: gateway.map(Arc::new),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            shared_nonces: None,
+            gate: None,
+            node_id: None,
         }
     }
 }
@@ -260,7 +272,7 @@ impl Engine {
             return Err(ApiError::new(ErrorCode::InactiveDevice));
         }
         let call_type = service.call_type();
-        if call_type == CallType::Sync && !self.transport.is_online(&key) {
+        if call_type == CallType::Sync && !self.transport.reachable(&key).await {
             return Err(ApiError::new(ErrorCode::Offline));
         }
         let now = self.clock.now();
@@ -357,6 +369,11 @@ impl Engine {
                         }
                         TransportError::QueueFull => {
                             (Outcome::RateLimit, ApiError::new(ErrorCode::RateLimit))
+                        }
+                        // The device's node (a cluster's) did not answer:
+                        // whether the device saw the call is unknown.
+                        TransportError::TimedOut => {
+                            (Outcome::Timeout, ApiError::new(ErrorCode::Timeout))
                         }
                         other => (
                             Outcome::RrpcFailed,

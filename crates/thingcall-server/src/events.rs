@@ -17,6 +17,10 @@ use crate::engine::{Engine, recorded_reply};
 use crate::store::{Change, Completion, Outcome};
 use crate::sync::lock;
 
+/// When a reply finds no record in a cluster, how long to wait before each
+/// further look (another node's record may not have reached the store).
+const CROSS_NODE_RETRY_MS: [u64; 3] = [50, 250, 1000];
+
 impl Engine {
     /// Follows the transport's events until it closes.
     pub(crate) async fn run_events(self: Arc<Self>, mut events: EventStream) {
@@ -71,7 +75,7 @@ impl Engine {
         };
         let late = matches!(reply.via, ReplyVia::Rrpc);
         let (output, code) = recorded_reply(&reply);
-        let pending = self.records.complete(Completion {
+        let completion = Completion {
             message_id,
             iot_id: Some(iot_id),
             output: Some(output),
@@ -80,16 +84,32 @@ impl Engine {
             } else {
                 Outcome::Replied(code)
             },
-        });
+        };
+        let pending = self.records.complete(completion.clone());
         drop(table);
         // The write is followed on its own task: the event loop must keep
         // pace with the devices, not with the disk.
         let state = Arc::clone(self);
         tokio::spawn(async move {
-            let outcome = match pending {
+            let mut outcome = match pending {
                 Ok(p) => p.wait().await,
                 Err(e) => Err(e),
             };
+            // In a cluster the call may have been made on another node,
+            // whose record can still be on its way to the store when a
+            // quick device answers here: look again, a little later.
+            if state.node_id.is_some() {
+                for delay_ms in CROSS_NODE_RETRY_MS {
+                    if !matches!(outcome, Ok(false)) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                    outcome = match state.records.complete(completion.clone()) {
+                        Ok(p) => p.wait().await,
+                        Err(e) => Err(e),
+                    };
+                }
+            }
             match outcome {
                 Ok(true) => {
                     state

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use thingcall_core::{API_VERSION, ApiError, ErrorCode, ErrorShape, RequestId};
-use thingcall_sign::policy::{V3Request, verify_v1, verify_v3};
+use thingcall_sign::policy::{V3Request, nonce_digest, verify_v1, verify_v3};
 use thingcall_wire::{
     ACTION_NAMES, ApiRequest, BusinessFailure, Format, GatewayError, Params, encode_gateway_error,
     encode_response,
@@ -23,7 +23,7 @@ use thingcall_wire::{
 
 use crate::actions;
 use crate::catalog::CatalogKeys;
-use crate::engine::Engine;
+use crate::engine::{Engine, store_error};
 use crate::ids::request_id;
 
 fn respond(status: u16, format: Format, body: String) -> Response<Full<Bytes>> {
@@ -89,6 +89,10 @@ pub(crate) async fn handle(
             state.gateway_metrics(),
             state.records.stats(),
         );
+        let body = match &state.node_id {
+            Some(node) => crate::metrics::label_node(&body, node),
+            None => body,
+        };
         let mut r = Response::new(Full::new(Bytes::from(body)));
         r.headers_mut().insert(
             CONTENT_TYPE,
@@ -195,6 +199,11 @@ async fn serve(
     } = parsed;
     let action_ref = Some(action.as_str());
 
+    // In a cluster, nothing is answered from a mirror that is catching up.
+    let _gate = match &state.gate {
+        Some(gate) => Some(gate.read().await),
+        None => None,
+    };
     // Signature (the order inside follows the spec digest §2.7).
     let now = state.now();
     let verified = if v3 {
@@ -222,8 +231,25 @@ async fn serve(
             &state.config.verify,
         )
     };
-    if let Err(e) = verified {
-        return Err(fail(action_ref, format, e));
+    let verified = verified.map_err(|e| fail(action_ref, format, e))?;
+    if let Some(shared) = &state.shared_nonces {
+        // This node has not seen the nonce; has any other?
+        let digest = nonce_digest(&verified.access_key_id, &verified.nonce);
+        let expires = verified
+            .timestamp
+            .get()
+            .saturating_add(state.config.verify.window_millis + 1);
+        match shared.claim(digest, now.get(), expires).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(fail(
+                    action_ref,
+                    format,
+                    ApiError::new(ErrorCode::SignatureNonceUsed),
+                ));
+            }
+            Err(e) => return Err(fail(action_ref, format, store_error(e))),
+        }
     }
     let request = ApiRequest::parse(&action, &params).map_err(|e| fail(action_ref, format, e))?;
     let action_name = request.action();

@@ -60,17 +60,29 @@ fn mix(mut z: u64) -> u64 {
 /// be that device: replies are matched by device and id).
 pub(crate) const MESSAGE_ID_RANDOM_BITS: u32 = 20;
 
+/// Bits that name the node that made a message id, so two nodes of a
+/// cluster never make the same one: at most 8 nodes.
+pub(crate) const MESSAGE_ID_NODE_BITS: u32 = 3;
+
+/// The node numbers there are room for.
+pub(crate) const MAX_NODES: u8 = 1 << MESSAGE_ID_NODE_BITS;
+
+/// Where message-id ticks start: 2020-01-01T00:00:00Z, in milliseconds.
+const TICK_EPOCH_MS: u64 = 1_577_836_800_000;
+
 /// Message ids: decimal `u64`s, increasing within the process, unique
-/// across restarts, with [`MESSAGE_ID_RANDOM_BITS`] random low bits.
+/// across restarts and across the nodes of a cluster, with
+/// [`MESSAGE_ID_RANDOM_BITS`] random low bits.
 ///
-/// The high bits are a tick: the wall clock in milliseconds, or one more
-/// than the last tick when calls come faster than one per millisecond (the
-/// tick then runs ahead of the clock and waits for it when the load drops;
-/// 44 bits last past the year 2500 at no load, and for more than ten years
-/// of 30,000 calls per second without a pause). A restart continues above
-/// the highest id recorded, so a clock set back cannot repeat one.
+/// From the top: 41 bits of tick, 3 bits of node number, 20 random bits.
+/// The tick is the wall clock in milliseconds since 2020, or one more than
+/// the last tick when calls come faster than one per millisecond (it then
+/// runs ahead of the clock and waits for it when the load drops); 41 bits
+/// last until 2089 at no load. A restart continues above the highest id
+/// recorded, so a clock set back cannot repeat one.
 #[derive(Debug, Default)]
 pub(crate) struct MessageIds {
+    node: u64,
     state: Mutex<IdState>,
 }
 
@@ -82,19 +94,26 @@ struct IdState {
     pool: Vec<u8>,
 }
 
+/// The bits below the tick.
+const BELOW_TICK: u32 = MESSAGE_ID_NODE_BITS + MESSAGE_ID_RANDOM_BITS;
+
 impl MessageIds {
-    /// Ids that start above `last` (the highest one recorded).
-    pub(crate) fn after(last: Option<u64>) -> MessageIds {
+    /// Ids of node `node` (0 for a single node) that start above `last`
+    /// (the highest one recorded, by any node).
+    pub(crate) fn after(node: u8, last: Option<u64>) -> MessageIds {
         MessageIds {
+            node: u64::from(node % MAX_NODES),
             state: Mutex::new(IdState {
-                last_tick: last.unwrap_or(0) >> MESSAGE_ID_RANDOM_BITS,
+                last_tick: last.unwrap_or(0) >> BELOW_TICK,
                 pool: Vec::new(),
             }),
         }
     }
 
     pub(crate) fn next(&self, now: UnixMillis) -> MessageId {
-        let ms = u64::try_from(now.get()).unwrap_or(0);
+        let ms = u64::try_from(now.get())
+            .unwrap_or(0)
+            .saturating_sub(TICK_EPOCH_MS);
         let mut state = crate::sync::lock(&self.state);
         let tick = (state.last_tick + 1).max(ms);
         state.last_tick = tick;
@@ -106,7 +125,7 @@ impl MessageIds {
             *b = state.pool.pop().unwrap_or(0);
         }
         let random = u64::from(u32::from_le_bytes(low)) & ((1 << MESSAGE_ID_RANDOM_BITS) - 1);
-        MessageId::from_u64((tick << MESSAGE_ID_RANDOM_BITS) | random)
+        MessageId::from_u64((tick << BELOW_TICK) | (self.node << MESSAGE_ID_RANDOM_BITS) | random)
     }
 }
 
@@ -125,20 +144,21 @@ mod tests {
         let b = ids.next(UnixMillis::new(1_700_000_000_000));
         let c = ids.next(UnixMillis::new(1_600_000_000_000));
         assert!(a < b && b < c, "monotonic even when the clock steps back");
-        assert_eq!(a.get() >> MESSAGE_ID_RANDOM_BITS, 1_700_000_000_000);
-        let restarted = MessageIds::after(Some(c.get()));
+        assert_eq!(a.get() >> BELOW_TICK, 1_700_000_000_000 - TICK_EPOCH_MS);
+        let restarted = MessageIds::after(0, Some(c.get()));
         assert!(
             restarted.next(UnixMillis::new(1_500_000_000_000)) > c,
             "a restart with the clock set back continues above the last id"
         );
-        // Ids of the old scheme (milliseconds x 10^6) stay below new ones.
-        let old = 1_700_000_000_000u64 * 1_000_000;
-        assert!(
-            MessageIds::after(Some(old))
-                .next(UnixMillis::new(1_700_000_000_000))
-                .get()
-                > old
-        );
+        // Ids of earlier layouts (milliseconds x 10^6, then milliseconds
+        // shifted by 20) stay below new ones.
+        for old in [
+            1_700_000_000_000u64 * 1_000_000,
+            1_700_000_000_000u64 << MESSAGE_ID_RANDOM_BITS,
+        ] {
+            let next = MessageIds::after(0, Some(old)).next(UnixMillis::new(1_700_000_000_000));
+            assert!(next.get() > old);
+        }
     }
 
     /// Many ids in one millisecond: still increasing, and their low bits
@@ -165,6 +185,24 @@ mod tests {
             consecutive < 10,
             "{consecutive} ids follow their predecessor"
         );
+    }
+
+    /// Two nodes in the same millisecond, with the same random draw, still
+    /// make different ids: the node number sits between tick and random.
+    #[test]
+    fn nodes_never_share_an_id() {
+        let now = UnixMillis::new(1_700_000_000_000);
+        let ids: std::collections::HashSet<u64> = (0..MAX_NODES)
+            .flat_map(|n| {
+                let ids = MessageIds::after(n, None);
+                (0..1000)
+                    .map(move |_| ids.next(now).get())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(ids.len(), 8000);
+        let node = |id: u64| (id >> MESSAGE_ID_RANDOM_BITS) & u64::from(MAX_NODES - 1);
+        assert_eq!(node(MessageIds::after(5, None).next(now).get()), 5);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod actions;
 mod catalog;
+mod cluster;
 mod copy;
 mod engine;
 mod events;
@@ -33,6 +34,7 @@ use thingcall_gateway::{Gateway, GatewayConfig};
 use thingcall_transport::DeviceKey;
 use tokio::net::TcpListener;
 
+pub use cluster::ClusterConfig;
 pub use copy::{CopyProgress, CopySummary, copy_store};
 pub use engine::ServerConfig;
 pub use store::postgres::PostgresUrl;
@@ -56,6 +58,8 @@ pub struct ServerOptions {
     pub store: StoreConfig,
     /// The AccessKey to accept (id, secret); stored, replacing its secret.
     pub access_key: Option<(String, Secret)>,
+    /// Join a cluster of nodes on NATS (needs the PostgreSQL store).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Which store a server keeps its registry and invocation records in.
@@ -98,6 +102,8 @@ pub struct Server {
     /// The built-in gateway (absent for a server made from parts).
     gateway: Option<Gateway>,
     generated_key: Option<GeneratedKey>,
+    /// This node's part in a cluster.
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -111,6 +117,9 @@ impl Server {
     /// sets the AccessKey up, and puts the built-in MQTT gateway in front
     /// of the engine.
     pub async fn open(options: ServerOptions, clock: Arc<dyn Clock>) -> Result<Server, StoreError> {
+        if let Some(cluster) = options.cluster.clone() {
+            return Server::open_node(options, cluster, clock).await;
+        }
         let (registry, records): (Arc<dyn Registry>, Arc<dyn Records>) = match &options.store {
             StoreConfig::Sqlite => {
                 let store = Arc::new(store::sqlite::Store::open(&options.data_dir)?);
@@ -136,13 +145,87 @@ impl Server {
             Arc::new(gateway.clone()),
             clock,
             Some(gateway.clone()),
+            0,
         );
         let generated_key = ensure_access_key(&engine, options.access_key).await?;
         Ok(Server {
             state: Arc::new(engine),
             gateway: Some(gateway),
             generated_key,
+            cluster: None,
         })
+    }
+
+    /// Opens a node of a cluster: the PostgreSQL store, a node number, the
+    /// registry (with the change log's position read first, so no change
+    /// made meanwhile is missed), NATS.
+    async fn open_node(
+        options: ServerOptions,
+        config: ClusterConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, StoreError> {
+        let StoreConfig::Postgres(url) = &options.store else {
+            return Err(StoreError::new(
+                StoreErrorKind::Internal,
+                "a cluster keeps its registry in PostgreSQL: give --store postgres://...",
+            ));
+        };
+        let node_id = cluster::node_id(&options.data_dir, config.node_id.as_deref())
+            .map_err(|e| StoreError::new(StoreErrorKind::Internal, e))?;
+        let store = Arc::new(store::postgres::Store::connect(url).await?);
+        let number = cluster::claim_number(&store, &node_id, clock.now().get()).await?;
+        let applied = store.registry_last().await?;
+        let (catalog, last_message_id) = engine::load_catalog(store.as_ref()).await?;
+        let gateway = Gateway::new(
+            options.gateway,
+            Arc::new(CatalogRegistry(Arc::clone(&catalog))),
+            Arc::clone(&clock),
+        );
+        let (reconnected, reconnects) = tokio::sync::mpsc::unbounded_channel();
+        let nats = cluster::connect_nats(&config, &node_id, reconnected)
+            .await
+            .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, e))?;
+        let models = Arc::new(thingcall_tsl::ModelCache::new());
+        let node = cluster::Cluster::new(
+            node_id.clone(),
+            nats,
+            reconnects,
+            Arc::clone(&store),
+            gateway.clone(),
+            Arc::clone(&catalog),
+            Arc::clone(&models),
+            Arc::clone(&clock),
+            applied,
+            options.config.sync_timeout,
+        );
+        let mut engine = Engine::assemble(
+            options.config,
+            store.clone(),
+            store.clone(),
+            catalog,
+            last_message_id,
+            node.transport(),
+            clock,
+            Some(gateway.clone()),
+            number,
+        );
+        engine.models = models;
+        engine.gate = Some(Arc::clone(&node.gate));
+        engine.shared_nonces = Some(Arc::new(cluster::BatchedNonces::start(store)));
+        engine.node_id = Some(node_id.clone());
+        tracing::info!(node = %node_id, number, "joined the cluster");
+        let generated_key = ensure_access_key(&engine, options.access_key).await?;
+        Ok(Server {
+            state: Arc::new(engine),
+            gateway: Some(gateway),
+            generated_key,
+            cluster: Some(node),
+        })
+    }
+
+    /// This node's id, when it is a node of a cluster.
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.node_id.as_str())
     }
 
     /// A server from its parts: any transport, any registry and record
@@ -167,11 +250,13 @@ impl Server {
             transport,
             clock,
             None,
+            0,
         );
         Ok(Server {
             state: Arc::new(engine),
             gateway: None,
             generated_key: None,
+            cluster: None,
         })
     }
 
@@ -260,16 +345,25 @@ impl Server {
     ) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let events = Arc::clone(&self.state).run_events(self.state.transport.subscribe());
+        let cluster_tasks = match &self.cluster {
+            Some(c) => c
+                .start()
+                .await
+                .map_err(|e| std::io::Error::other(format!("cannot join the cluster: {e}")))?,
+            None => Vec::new(),
+        };
         let events = tokio::spawn(events);
         let sweeper = tokio::spawn(Arc::clone(&self.state).run_sweeper());
         let gateway = self.gateway.clone();
         let mut gw_stop = stop_rx.clone();
         // A server made from parts has no gateway; its MQTT listener is
-        // closed unused.
+        // closed unused. The gateway stops accepting devices as soon as
+        // shutdown begins; its open sessions stay until the calls in
+        // flight are answered.
         let gw_task = tokio::spawn(async move {
             match gateway {
                 Some(g) => {
-                    g.serve(mqtt, async move {
+                    g.accept(mqtt, async move {
                         let _ = gw_stop.wait_for(|s| *s).await;
                     })
                     .await
@@ -311,6 +405,10 @@ impl Server {
         self.state
             .stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Drain: take no new device and no new request; finish what is in
+        // flight; then let the devices go (in a cluster they reconnect to
+        // another node).
+        let _ = stop_tx.send(true);
         tracing::info!("shutting down: finishing in-flight requests");
         let limit = self.state.config.sync_timeout + Duration::from_secs(5);
         if tokio::time::timeout(limit, graceful.shutdown())
@@ -319,10 +417,26 @@ impl Server {
         {
             tracing::warn!("some HTTP connections did not finish in time");
         }
-        let _ = stop_tx.send(true);
         let _ = gw_task.await;
+        if let Some(c) = &self.cluster {
+            c.drain(self.state.config.sync_timeout + Duration::from_secs(1))
+                .await;
+        }
+        if let Some(g) = &self.gateway {
+            g.close_sessions("gateway shutting down");
+            // The devices' offline events reach the store (and, in a
+            // cluster, the other nodes) before the event loop stops.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while !g.connected().is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         events.abort();
         sweeper.abort();
+        for task in cluster_tasks {
+            task.abort();
+        }
         self.state.records.close().await;
         tracing::info!("store flushed; bye");
         Ok(())

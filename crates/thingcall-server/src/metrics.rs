@@ -162,3 +162,46 @@ fn escape(s: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+/// Labels every series of a rendered exposition with the node that made
+/// it (`node="ID"`), so one Prometheus can scrape a whole cluster.
+pub(crate) fn label_node(text: &str, node: &str) -> String {
+    let label = format!("node=\"{}\"", escape(node));
+    let mut out = String::with_capacity(text.len() + text.lines().count() * (label.len() + 3));
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            out.push_str(line);
+        } else {
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            let (name, rest) = line.split_at(name_end);
+            out.push_str(name);
+            if let Some(labels) = rest.strip_prefix('{') {
+                out.push('{');
+                out.push_str(&label);
+                out.push(',');
+                out.push_str(labels);
+            } else {
+                out.push('{');
+                out.push_str(&label);
+                out.push('}');
+                out.push_str(rest);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod node_label_tests {
+    use super::label_node;
+
+    #[test]
+    fn every_series_gets_the_node_and_comments_stay() {
+        let text = "# HELP a A.\n# TYPE a counter\na 3\nb{kind=\"x\"} 4\n";
+        assert_eq!(
+            label_node(text, "n-1"),
+            "# HELP a A.\n# TYPE a counter\na{node=\"n-1\"} 3\nb{node=\"n-1\",kind=\"x\"} 4\n"
+        );
+    }
+}

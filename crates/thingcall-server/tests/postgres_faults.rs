@@ -38,6 +38,7 @@ async fn serve(
         data_dir: temp_dir("pgfault"),
         store: StoreConfig::Postgres(url.clone()),
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
+        cluster: None,
     };
     let server = Server::open(options, Arc::new(SystemClock)).await.unwrap();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

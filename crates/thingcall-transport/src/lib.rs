@@ -187,6 +187,9 @@ pub enum TransportError {
     QueueFull,
     /// The transport is shutting down.
     Closed,
+    /// Whoever holds the device did not answer in time (a node of a
+    /// cluster that hangs): the device may or may not have the message.
+    TimedOut,
     /// Anything else, with a reason.
     Failed(String),
 }
@@ -197,6 +200,7 @@ impl fmt::Display for TransportError {
             TransportError::Offline => f.write_str("the device is offline"),
             TransportError::QueueFull => f.write_str("the device's message queue is full"),
             TransportError::Closed => f.write_str("the transport is shut down"),
+            TransportError::TimedOut => f.write_str("the device's node did not answer in time"),
             TransportError::Failed(why) => write!(f, "delivery failed: {why}"),
         }
     }
@@ -265,8 +269,15 @@ pub trait Transport: Send + Sync {
     /// Delivers one message.
     async fn deliver(&self, delivery: Delivery) -> Result<Delivered, TransportError>;
 
-    /// Whether the device is connected now.
+    /// Whether the device is connected now, as this process knows it.
     fn is_online(&self, device: &DeviceKey) -> bool;
+
+    /// Whether the device can be reached now, asking whoever holds it when
+    /// this process does not know (a cluster's other nodes). A sync call
+    /// to an unreachable device is refused as offline before it is made.
+    async fn reachable(&self, device: &DeviceKey) -> bool {
+        self.is_online(device)
+    }
 
     /// Closes the device's connection, if any (used when a device is
     /// disabled or deleted). Returns whether a connection was closed.

@@ -98,6 +98,7 @@ impl Harness {
                 None => StoreConfig::Sqlite,
             },
             access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
+            cluster: None,
         };
         let server = Server::open(options, Arc::clone(&clock)).await.unwrap();
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use thingcall_core::{Clock, Secret};
 use thingcall_server::{
-    PostgresUrl, Server, ServerConfig, ServerOptions, StoreConfig, SystemClock,
+    ClusterConfig, PostgresUrl, Server, ServerConfig, ServerOptions, StoreConfig, SystemClock,
 };
 use thingcall_sign::v1;
 use thingcall_wire::form::encode_pairs;
@@ -47,6 +47,14 @@ pub(crate) struct ServeArgs {
         hide_env_values = true
     )]
     store: Option<String>,
+    /// Run as a node of a cluster: the NATS servers, comma-separated
+    /// (nats://HOST:PORT[,nats://...]; or THINGCALL_CLUSTER). Needs --store.
+    #[arg(long, value_name = "URLS", env = "THINGCALL_CLUSTER")]
+    cluster: Option<String>,
+    /// This node's id in the cluster (or THINGCALL_NODE_ID); by default one
+    /// made up on first start and kept in the data directory.
+    #[arg(long, env = "THINGCALL_NODE_ID", requires = "cluster")]
+    node_id: Option<String>,
     /// The AccessKey id to accept (or THINGCALL_ACCESS_KEY_ID).
     #[arg(long, env = "THINGCALL_ACCESS_KEY_ID")]
     access_key_id: Option<String>,
@@ -142,6 +150,26 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             StoreConfig::Postgres(PostgresUrl::parse(url).map_err(|e| format!("--store: {e}"))?)
         }
     };
+    let cluster = match a.cluster.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(urls) => {
+            if matches!(store, StoreConfig::Sqlite) {
+                return Err(
+                    "--cluster needs the PostgreSQL store that every node shares: give --store postgres://..."
+                        .to_owned(),
+                );
+            }
+            Some(ClusterConfig {
+                nats: urls
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                node_id: a.node_id.clone(),
+            })
+        }
+    };
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -160,6 +188,7 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             data_dir: a.data_dir.clone(),
             store: store.clone(),
             access_key,
+            cluster: cluster.clone(),
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let server = match Server::open(options, Arc::clone(&clock)).await {
@@ -183,6 +212,9 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
         match &store {
             StoreConfig::Sqlite => say!("  store        SQLite in {}", a.data_dir.display()),
             StoreConfig::Postgres(url) => say!("  store        {url}"),
+        }
+        if let (Some(c), Some(node)) = (&cluster, server.node_id()) {
+            say!("  cluster      node {node} on {}", c.servers_shown());
         }
         if let Some(k) = server.generated_key() {
             say!("  generated AccessKey (shown only now, kept in the store):");

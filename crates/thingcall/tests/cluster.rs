@@ -1,0 +1,685 @@
+//! Several `thingcall serve` nodes on one PostgreSQL database and a
+//! three-server NATS cluster, as processes: the official SDKs drive them,
+//! devices move between them, and nodes and NATS servers fail under load.
+//!
+//! They run when `THINGCALL_TEST_POSTGRES` names a server and `nats-server`
+//! is installed; CI sets `THINGCALL_REQUIRE_CLUSTER=1`, which turns a
+//! missing part into a failure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // test code
+#![allow(clippy::zombie_processes)] // children are waited for by their owners
+
+mod common;
+#[path = "cluster/harness.rs"]
+mod harness;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use harness::*;
+use thingcall_core::{DeviceName, ProductKey};
+use thingcall_gateway::client::{self, ClientError, CredentialOptions};
+use thingcall_gateway::mqttbytes::v4::{ConnectReturnCode, Packet};
+use thingcall_transport::DeviceKey;
+
+fn python() -> Option<PathBuf> {
+    let python = match std::env::var("THINGCALL_SDK_PYTHON") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
+    };
+    let ok = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import aliyunsdkiot, linkkit, alibabacloud_iot20180120",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var("THINGCALL_REQUIRE_SDK").as_deref() != Ok("1"),
+        "THINGCALL_REQUIRE_SDK=1 but {} lacks the official SDKs",
+        python.display()
+    );
+    eprintln!("skipped: no Python with the official SDKs");
+    None
+}
+
+/// An MQTT session of a device, opened by hand (clean session or not).
+async fn login(
+    mqtt: &str,
+    pk: &str,
+    dn: &str,
+    secret: &str,
+    clean: bool,
+) -> Result<(client::Reader, client::Writer), ConnectReturnCode> {
+    let key = DeviceKey::new(ProductKey::new(pk).unwrap(), DeviceName::new(dn).unwrap());
+    let creds = client::credentials(&key, secret, CredentialOptions::default());
+    let (ack, reader, writer) = client::connect(mqtt, client::connect_packet(&creds, 60, clean))
+        .await
+        .unwrap();
+    if ack.code == ConnectReturnCode::Success {
+        Ok((reader, writer))
+    } else {
+        Err(ack.code)
+    }
+}
+
+/// Reads until the gateway closes the session; how long that took.
+async fn closed_within(reader: &mut client::Reader, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        match reader
+            .recv_timeout(limit.saturating_sub(start.elapsed()))
+            .await
+        {
+            Ok(_) => continue,
+            Err(ClientError::Closed | ClientError::Io(_)) => return start.elapsed(),
+            Err(e) => panic!("the session was not closed within {limit:?}: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_drive_a_three_node_cluster() {
+    let Some(python) = python() else { return };
+    let Some(c) = Cluster::start("sdk", 3).await else {
+        return;
+    };
+    let (a, b, cc) = (c.node("A"), c.node("B"), c.node("C"));
+    let port = |addr: &str| addr.rsplit(':').next().unwrap().to_owned();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/compat/cluster_sdk.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(&python)
+            .arg(&script)
+            .args([&a.http, &b.http, &cc.http])
+            .args([port(&b.mqtt), port(&cc.mqtt)])
+            .args([common::ID, common::SECRET])
+            .arg(model_path())
+            .arg(env!("CARGO_BIN_EXE_thingcall"))
+            .output(),
+    )
+    .await
+    .expect("the SDK script timed out")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("OK"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+
+    // A nonce used on node A is refused on node B (and on A again).
+    let query = signed_query(
+        "GetDeviceStatus",
+        &[("IotId", "nobody")],
+        "cross-node-nonce",
+    );
+    let first = get(&a.http, &query).await;
+    assert_ne!(first["Code"], "SignatureNonceUsed", "{first}");
+    for node in [b, a, cc] {
+        let again = get(&node.http, &query).await;
+        assert_eq!(
+            again["Code"], "SignatureNonceUsed",
+            "node {}: {again}",
+            node.name
+        );
+    }
+
+    // Every node labels its metrics with itself.
+    let metrics = reqwest_metrics(&b.http).await;
+    assert!(
+        metrics.contains("thingcall_devices_online{node=\"node-B\"}"),
+        "{metrics}"
+    );
+}
+
+async fn reqwest_metrics(http: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_the_registry_follow_devices_across_nodes() {
+    let Some(c) = Cluster::start("sessions", 3).await else {
+        return;
+    };
+    let (a, b, cc) = (c.node("A"), c.node("B"), c.node("C"));
+    let pk = product(&a.http, "Sessions").await;
+    let (_, secret) = device(&a.http, &pk, "mover").await;
+
+    // Registered on A: known on C within a second.
+    let took = eventually(
+        "a new device is known on C",
+        Duration::from_secs(1),
+        || async { status(&cc.http, &pk, "mover").await == "UNACTIVE" },
+    )
+    .await;
+    eprintln!("registration reached node C in {took:?}");
+
+    // Never activated: InactiveDevice from every node. Once activated and
+    // offline everywhere: OFFLINE at once, from every node.
+    for node in [a, b, cc] {
+        let (r, _) = calibrate(&node.http, &pk, "mover").await;
+        assert_eq!(r["Code"], "iot.device.InactiveDevice", "{r}");
+    }
+    drop(login(&b.mqtt, &pk, "mover", &secret, true).await.unwrap());
+    eventually("offline on A", Duration::from_secs(2), || async {
+        status(&a.http, &pk, "mover").await == "OFFLINE"
+    })
+    .await;
+    for node in [a, b, cc] {
+        let (r, took) = calibrate(&node.http, &pk, "mover").await;
+        assert_eq!(r["Code"], "iot.messagebroker.OFFLINE", "{r}");
+        assert!(took < Duration::from_millis(500), "{took:?}");
+    }
+
+    // Logged in on A, then on B: A's session is closed within 1 s.
+    let (mut on_a, _wa) = login(&a.mqtt, &pk, "mover", &secret, true).await.unwrap();
+    eventually("online on C", Duration::from_secs(2), || async {
+        status(&cc.http, &pk, "mover").await == "ONLINE"
+    })
+    .await;
+    let (mut on_b, _wb) = login(&b.mqtt, &pk, "mover", &secret, true).await.unwrap();
+    let took = closed_within(&mut on_a, Duration::from_secs(1)).await;
+    eprintln!("the session on A closed {took:?} after the login on B");
+    for node in [a, b, cc] {
+        assert_eq!(
+            status(&node.http, &pk, "mover").await,
+            "ONLINE",
+            "on {}",
+            node.name
+        );
+    }
+
+    // Disabled through A: disconnected on B within 1 s, refused on C.
+    let r = api(
+        &a.http,
+        "DisableThing",
+        &[("ProductKey", &pk), ("DeviceName", "mover")],
+    )
+    .await;
+    assert_eq!(r["Success"], true, "{r}");
+    let took = closed_within(&mut on_b, Duration::from_secs(1)).await;
+    eprintln!("the session on B closed {took:?} after DisableThing on A");
+    let refused = login(&cc.mqtt, &pk, "mover", &secret, true).await;
+    assert!(refused.is_err(), "a disabled device logged in on C");
+    for node in [a, b, cc] {
+        assert_eq!(
+            status(&node.http, &pk, "mover").await,
+            "DISABLE",
+            "on {}",
+            node.name
+        );
+    }
+    let r = api(
+        &b.http,
+        "EnableThing",
+        &[("ProductKey", &pk), ("DeviceName", "mover")],
+    )
+    .await;
+    assert_eq!(r["Success"], true, "{r}");
+    eventually("enabled on C", Duration::from_secs(1), || async {
+        login(&cc.mqtt, &pk, "mover", &secret, true).await.is_ok()
+    })
+    .await;
+
+    // Deleted through C: gone on A within a second.
+    let (_, other_secret) = device(&cc.http, &pk, "short-lived").await;
+    eventually("known on A", Duration::from_secs(1), || async {
+        status(&a.http, &pk, "short-lived").await == "UNACTIVE"
+    })
+    .await;
+    let (mut on_a2, _w) = login(&a.mqtt, &pk, "short-lived", &other_secret, true)
+        .await
+        .unwrap();
+    let r = api(
+        &cc.http,
+        "DeleteDevice",
+        &[("ProductKey", &pk), ("DeviceName", "short-lived")],
+    )
+    .await;
+    assert_eq!(r["Success"], true, "{r}");
+    closed_within(&mut on_a2, Duration::from_secs(1)).await;
+    let r = api(
+        &a.http,
+        "GetDeviceStatus",
+        &[("ProductKey", &pk), ("DeviceName", "short-lived")],
+    )
+    .await;
+    assert_eq!(r["Code"], "iot.device.NotExistedDevice", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_notices_catches_up_before_it_answers() {
+    let Some(mut c) = Cluster::start("catch-up", 2).await else {
+        return;
+    };
+    let a_http = c.node("A").http.clone();
+    let pk = product(&a_http, "CatchUp").await;
+
+    // Node B's listening connection is cut: what A changes meanwhile
+    // reaches B all the same.
+    let url = std::env::var("THINGCALL_TEST_POSTGRES").unwrap();
+    let db = common::database_name(&c.dir);
+    let admin = url
+        .rsplit_once('/')
+        .map_or(url.as_str(), |(b, _)| b)
+        .to_owned()
+        + "/"
+        + &db;
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let cut = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut.len(), 2, "one listener per node");
+    device(&a_http, &pk, "while-cut").await;
+    let b_http = c.node("B").http.clone();
+    eventually(
+        "B sees the device registered while cut",
+        Duration::from_secs(2),
+        || async { status(&b_http, &pk, "while-cut").await == "UNACTIVE" },
+    )
+    .await;
+
+    // Node B stopped; A changes the registry; B restarted knows it at its
+    // first answer.
+    assert!(c.node_mut("B").terminate().success());
+    device(&a_http, &pk, "while-down").await;
+    c.node_mut("B").restart(&[]);
+    let b_http = c.node("B").http.clone();
+    assert_eq!(status(&b_http, &pk, "while-down").await, "UNACTIVE");
+
+    // An AccessKey given to a restarted node A reaches B within a second.
+    assert!(c.node_mut("A").terminate().success());
+    c.node_mut("A").restart(&[
+        ("--access-key-id", "second-key"),
+        ("--access-key-secret", "second-secret"),
+    ]);
+    let took = eventually(
+        "the new AccessKey works on B",
+        Duration::from_secs(1),
+        || async {
+            let q = signed_query_as(
+                "second-key",
+                "second-secret",
+                "GetDeviceStatus",
+                &[("ProductKey", &pk), ("DeviceName", "while-down")],
+                &format!("k2-{}", rand_tag()),
+            );
+            get(&b_http, &q).await["Success"] == true
+        },
+    )
+    .await;
+    eprintln!("a new AccessKey reached node B in {took:?} (after node A started)");
+}
+
+fn rand_tag() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_stays_on_its_node() {
+    let Some(c) = Cluster::start("persistent", 2).await else {
+        return;
+    };
+    let (a, b) = (c.node("A"), c.node("B"));
+    let pk = product(&a.http, "Persistent").await;
+    let (_, secret) = device(&a.http, &pk, "keeper").await;
+
+    // A clean-session-0 device subscribes on A, then goes away.
+    let (mut rd, mut wr) = login(&a.mqtt, &pk, "keeper", &secret, false).await.unwrap();
+    let topic = format!("/sys/{pk}/keeper/thing/service/+");
+    wr.send(&Packet::Subscribe(
+        thingcall_gateway::mqttbytes::v4::Subscribe::new(
+            &topic,
+            thingcall_gateway::mqttbytes::QoS::AtLeastOnce,
+        ),
+    ))
+    .await
+    .unwrap();
+    assert!(matches!(
+        rd.recv_timeout(Duration::from_secs(5)).await.unwrap(),
+        Packet::SubAck(_)
+    ));
+    drop((rd, wr));
+    eventually("offline on B", Duration::from_secs(2), || async {
+        status(&b.http, &pk, "keeper").await == "OFFLINE"
+    })
+    .await;
+
+    // An async QoS 1 call through B is queued in A's kept session...
+    let r = api(
+        &b.http,
+        "InvokeThingService",
+        &[
+            ("ProductKey", &pk),
+            ("DeviceName", "keeper"),
+            ("Identifier", "Reboot"),
+            ("Args", r#"{"Delay":1}"#),
+            ("Qos", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(r["Success"], true, "queued for the kept session: {r}");
+
+    // ... and delivered when the device comes back to A.
+    let (mut rd, wr) = login(&a.mqtt, &pk, "keeper", &secret, false).await.unwrap();
+    let delivered = loop {
+        match rd.recv_timeout(Duration::from_secs(5)).await.unwrap() {
+            Packet::Publish(p) if p.topic.ends_with("/thing/service/Reboot") => break p,
+            _ => continue,
+        }
+    };
+    assert!(String::from_utf8_lossy(&delivered.payload).contains("Delay"));
+    drop((rd, wr));
+
+    // The documented limit: a device that returns to another node starts
+    // a new session there; what was queued on the old node is dropped.
+    eventually("offline", Duration::from_secs(2), || async {
+        status(&b.http, &pk, "keeper").await == "OFFLINE"
+    })
+    .await;
+    let r = api(
+        &a.http,
+        "InvokeThingService",
+        &[
+            ("ProductKey", &pk),
+            ("DeviceName", "keeper"),
+            ("Identifier", "Reboot"),
+            ("Args", r#"{"Delay":2}"#),
+            ("Qos", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(r["Success"], true, "{r}");
+    let (mut rd, mut wr) = login(&b.mqtt, &pk, "keeper", &secret, false).await.unwrap();
+    wr.send(&Packet::Subscribe(
+        thingcall_gateway::mqttbytes::v4::Subscribe::new(
+            &topic,
+            thingcall_gateway::mqttbytes::QoS::AtLeastOnce,
+        ),
+    ))
+    .await
+    .unwrap();
+    assert!(matches!(
+        rd.recv_timeout(Duration::from_secs(5)).await.unwrap(),
+        Packet::SubAck(_)
+    ));
+    match rd.recv_timeout(Duration::from_secs(1)).await {
+        Err(ClientError::Timeout) => {}
+        other => panic!("the queued message followed the device to B: {other:?}"),
+    }
+    // The old node let the kept session go: calls now reach B.
+    let r = api(
+        &a.http,
+        "InvokeThingService",
+        &[
+            ("ProductKey", &pk),
+            ("DeviceName", "keeper"),
+            ("Identifier", "Reboot"),
+            ("Args", r#"{"Delay":3}"#),
+        ],
+    )
+    .await;
+    assert_eq!(r["Success"], true, "{r}");
+    let got = rd.recv_timeout(Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(got, Packet::Publish(_)), "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_no_record_and_its_devices_move() {
+    let Some(mut c) = Cluster::start("kill", 3).await else {
+        return;
+    };
+    let a_http = c.node("A").http.clone();
+    let c_http = c.node("C").http.clone();
+    let pk = product(&a_http, "Kill9").await;
+    // Devices reach node B through the balancer; slow ones keep calls in
+    // flight.
+    c.balancer.route_to(&[&c.node("B").mqtt]);
+    let mut sims = Vec::new();
+    for i in 0..4 {
+        let dn = format!("kill-{i}");
+        let (_, secret) = device(&a_http, &pk, &dn).await;
+        sims.push(Sim::start(&c.balancer.addr, &pk, &dn, &secret, 1500));
+    }
+    for i in 0..4 {
+        let dn = format!("kill-{i}");
+        eventually("online", Duration::from_secs(10), || async {
+            status(&a_http, &pk, &dn).await == "ONLINE"
+        })
+        .await;
+    }
+    // Async calls acknowledged before the kill: their records survive.
+    let mut acknowledged = Vec::new();
+    for i in 0..4 {
+        let dn = format!("kill-{i}");
+        let r = api(
+            &a_http,
+            "InvokeThingService",
+            &[
+                ("ProductKey", &pk),
+                ("DeviceName", &dn),
+                ("Identifier", "Reboot"),
+                ("Args", r#"{"Delay":1}"#),
+            ],
+        )
+        .await;
+        assert_eq!(r["Success"], true, "{r}");
+        acknowledged.push((dn, r["Data"]["MessageId"].as_str().unwrap().to_owned()));
+    }
+    // Sync calls in flight through A and C when B dies.
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        let http = if i % 2 == 0 {
+            a_http.clone()
+        } else {
+            c_http.clone()
+        };
+        let pk = pk.clone();
+        calls.push(tokio::spawn(async move {
+            calibrate(&http, &pk, &format!("kill-{}", i % 4)).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.balancer.route_to(&[&c.node("A").mqtt, &c.node("C").mqtt]);
+    c.node_mut("B").kill9();
+    for call in calls {
+        let (r, took) = call.await.unwrap();
+        let code = r["Code"].as_str().unwrap_or("");
+        assert!(
+            code == "iot.messagebroker.TIMEOUT" || code == "iot.messagebroker.OFFLINE",
+            "{r}"
+        );
+        assert!(took < Duration::from_millis(5800), "{took:?}: {r}");
+    }
+    // The devices reconnect (to A or C) and answer again.
+    for i in 0..4 {
+        let dn = format!("kill-{i}");
+        eventually(
+            "the device answers again",
+            Duration::from_secs(15),
+            || async { calibrate(&c_http, &pk, &dn).await.0["Success"] == true },
+        )
+        .await;
+    }
+    // No acknowledged record is lost.
+    for (dn, _id) in acknowledged {
+        let r = api(
+            &c_http,
+            "QueryDeviceServiceData",
+            &[
+                ("ProductKey", &pk),
+                ("DeviceName", &dn),
+                ("StartTime", "0"),
+                ("EndTime", "9999999999999"),
+                ("PageSize", "50"),
+                ("Asc", "1"),
+            ],
+        )
+        .await;
+        let list = r["Data"]["List"]["ServiceInfo"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let reboots = list.iter().filter(|x| x["Identifier"] == "Reboot").count();
+        assert_eq!(reboots, 1, "the acknowledged async call of {dn} lost: {r}");
+    }
+    drop(sims);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_is_routed_around_within_seconds() {
+    let Some(c) = Cluster::start("freeze", 2).await else {
+        return;
+    };
+    let (a, b) = (c.node("A"), c.node("B"));
+    let pk = product(&a.http, "Freeze").await;
+    let (_, secret) = device(&a.http, &pk, "iced").await;
+    let _sim = Sim::start(&b.mqtt, &pk, "iced", &secret, 0);
+    eventually("online", Duration::from_secs(10), || async {
+        status(&a.http, &pk, "iced").await == "ONLINE"
+    })
+    .await;
+    assert_eq!(calibrate(&a.http, &pk, "iced").await.0["Success"], true);
+
+    b.freeze();
+    let frozen_at = Instant::now();
+    // Calls fail within the budget, never hang; within 10 s the cluster no
+    // longer routes to the frozen node (OFFLINE at once).
+    let mut routed_around = None;
+    while frozen_at.elapsed() < Duration::from_secs(12) {
+        let (r, took) = calibrate(&a.http, &pk, "iced").await;
+        let code = r["Code"].as_str().unwrap_or("");
+        eprintln!("{:?} {code} in {took:?}", frozen_at.elapsed());
+        assert!(
+            code == "iot.messagebroker.TIMEOUT" || code == "iot.messagebroker.OFFLINE",
+            "{r}"
+        );
+        assert!(took < Duration::from_millis(5800), "{took:?}");
+        if code == "iot.messagebroker.OFFLINE" && took < Duration::from_millis(500) {
+            routed_around = Some(frozen_at.elapsed());
+            break;
+        }
+    }
+    let routed_around = routed_around.expect("still routed to the frozen node after 12 s");
+    eprintln!("the frozen node was routed around after {routed_around:?}");
+    assert!(routed_around < Duration::from_secs(10), "{routed_around:?}");
+    assert_eq!(status(&a.http, &pk, "iced").await, "OFFLINE");
+
+    // Thawed, it rejoins and its device answers again.
+    b.thaw();
+    eventually(
+        "answers after the thaw",
+        Duration::from_secs(15),
+        || async { calibrate(&a.http, &pk, "iced").await.0["Success"] == true },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_nats_server_heals_within_seconds() {
+    let Some(mut c) = Cluster::start("nats-loss", 2).await else {
+        return;
+    };
+    let a_http = c.node("A").http.clone();
+    let b_mqtt = c.node("B").mqtt.clone();
+    let pk = product(&a_http, "NatsLoss").await;
+    let (_, secret) = device(&a_http, &pk, "steady").await;
+    let _sim = Sim::start(&b_mqtt, &pk, "steady", &secret, 0);
+    eventually("online", Duration::from_secs(10), || async {
+        status(&a_http, &pk, "steady").await == "ONLINE"
+    })
+    .await;
+    assert_eq!(calibrate(&a_http, &pk, "steady").await.0["Success"], true);
+    // The server node B (which holds the device) is connected to dies;
+    // then the one node A (which takes the calls) is connected to.
+    for node in ["node-B", "node-A"] {
+        let victim = c
+            .nats
+            .server_of(&format!("thingcall {node}"))
+            .expect("the node is connected to a server");
+        c.nats.kill(victim);
+        let took = eventually("calls succeed again", Duration::from_secs(10), || async {
+            calibrate(&a_http, &pk, "steady").await.0["Success"] == true
+        })
+        .await;
+        eprintln!("NATS server {victim} (of {node}) killed: calls succeed again after {took:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_answers_its_calls_then_lets_its_devices_go() {
+    let Some(mut c) = Cluster::start("drain", 3).await else {
+        return;
+    };
+    let a_http = c.node("A").http.clone();
+    let pk = product(&a_http, "Drain").await;
+    c.balancer.route_to(&[&c.node("B").mqtt]);
+    let mut sims = Vec::new();
+    for i in 0..3 {
+        let dn = format!("drain-{i}");
+        let (_, secret) = device(&a_http, &pk, &dn).await;
+        sims.push(Sim::start(&c.balancer.addr, &pk, &dn, &secret, 1000));
+        eventually("online", Duration::from_secs(10), || async {
+            status(&a_http, &pk, &dn).await == "ONLINE"
+        })
+        .await;
+    }
+    // Calls in flight through A to B's slow devices when B is told to go.
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let (http, pk) = (a_http.clone(), pk.clone());
+        calls.push(tokio::spawn(async move {
+            calibrate(&http, &pk, &format!("drain-{}", i % 3)).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.balancer.route_to(&[&c.node("A").mqtt, &c.node("C").mqtt]);
+    let started = Instant::now();
+    let status_b = c.node_mut("B").terminate();
+    assert!(status_b.success(), "{status_b}");
+    eprintln!("node B drained and stopped in {:?}", started.elapsed());
+    for call in calls {
+        let (r, _) = call.await.unwrap();
+        assert_eq!(
+            r["Success"], true,
+            "a call in flight was dropped by the drain: {r}"
+        );
+    }
+    // The devices moved on by themselves and answer through every node.
+    for i in 0..3 {
+        let dn = format!("drain-{i}");
+        for http in [&a_http, &c.node("C").http] {
+            eventually(
+                "answers after the move",
+                Duration::from_secs(10),
+                || async { calibrate(http, &pk, &dn).await.0["Success"] == true },
+            )
+            .await;
+        }
+    }
+    drop(sims);
+}
