@@ -3,6 +3,11 @@
 //! throughput and p50/p99 latency, next to the gateway's raw request→reply
 //! baseline measured in the same run.
 //!
+//! A cluster phase runs two nodes in this process on PostgreSQL and NATS
+//! (`THINGCALL_BENCH_NATS`, by default `nats://127.0.0.1:4222`; `none`
+//! skips it), with the devices on node B, and compares calls through B
+//! (same node) with calls through A (cross node).
+//!
 //! `cargo bench -p thingcall-server --bench e2e` (add `-- --seconds N`,
 //! `--devices N`, `--connections N`).
 
@@ -24,7 +29,7 @@ use thingcall_core::{
 use thingcall_gateway::simulator;
 use thingcall_gateway::{Gateway, GatewayConfig, MapRegistry};
 use thingcall_server::{
-    PostgresUrl, Server, ServerConfig, ServerOptions, StoreConfig, SystemClock,
+    ClusterConfig, PostgresUrl, Server, ServerConfig, ServerOptions, StoreConfig, SystemClock,
 };
 use thingcall_transport::{Delivery, DeliveryKind, DeviceKey, RrpcForm, Transport, TransportEvent};
 use tokio::sync::oneshot;
@@ -264,6 +269,135 @@ async fn e2e(
     (sync, asyn, half)
 }
 
+/// A node of a cluster in this process: (HTTP address, MQTT address, its
+/// serving task).
+async fn node(
+    url: &PostgresUrl,
+    nats: &str,
+    id: &str,
+    dir: &std::path::Path,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (String, String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let options = ServerOptions {
+        config: ServerConfig::default(),
+        gateway: GatewayConfig::default(),
+        data_dir: dir.join(id),
+        store: StoreConfig::Postgres(url.clone()),
+        access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
+        cluster: Some(ClusterConfig {
+            nats: vec![nats.to_owned()],
+            node_id: Some(id.to_owned()),
+        }),
+    };
+    let server = Server::open(options, Arc::new(SystemClock)).await.unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (h, m) = (
+        http.local_addr().unwrap().to_string(),
+        mqtt.local_addr().unwrap().to_string(),
+    );
+    let mut s = stop;
+    let served = tokio::spawn(server.serve(http, mqtt, async move {
+        let _ = s.wait_for(|v| *v).await;
+    }));
+    (h, m, served)
+}
+
+/// Same-node and cross-node phases of a two-node cluster: (same, cross,
+/// same at half load, cross at half load). CPU per call counts this
+/// process, PostgreSQL and the NATS server.
+async fn cluster(
+    url: &PostgresUrl,
+    nats: &str,
+    devices: usize,
+    connections: usize,
+    seconds: u64,
+) -> [Stats; 4] {
+    let dir = std::env::temp_dir().join(format!(
+        "thingcall-bench-cluster-{}-{}",
+        std::process::id(),
+        SystemClock.now().get()
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (a_http, _, a) = node(url, nats, "bench-a", &dir, stop_rx.clone()).await;
+    let (b_http, b_mqtt, b) = node(url, nats, "bench-b", &dir, stop_rx.clone()).await;
+    let pk = provision_product(&a_http, "Bench_cluster").await;
+    let (calls, _keep) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..devices {
+        let name = format!("bench-{i}");
+        let secret = register(&a_http, &pk, &name).await;
+        // Registered through A: B learns of it within milliseconds; a
+        // device that logged in on B before that would be refused.
+        loop {
+            let known = raw_answer(
+                &b_http,
+                "GetDeviceStatus",
+                &[
+                    ("ProductKey".into(), pk.clone()),
+                    ("DeviceName".into(), name.clone()),
+                ],
+            )
+            .await;
+            if known["Success"] == true {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let key = DeviceKey::new(
+            ProductKey::new(pk.as_str()).unwrap(),
+            DeviceName::new(name).unwrap(),
+        );
+        let (cfg, calls, mut s) = (sim(&b_mqtt, key, &secret), calls.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            simulator::run(cfg, calls, async move {
+                let _ = s.wait_for(|v| *v).await;
+            })
+            .await
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let outside = ["postgres", "nats-server"];
+    let phase = |http: String, rate: Option<f64>| {
+        let pk = pk.clone();
+        async move {
+            let before = external_cpu(&outside);
+            let nats_before = external_cpu(&["nats-server"]);
+            let mut stats = measured(async {
+                http_load(
+                    &http,
+                    &pk,
+                    "bench-",
+                    devices,
+                    "Calibrate",
+                    connections,
+                    seconds,
+                    rate,
+                )
+                .await
+            })
+            .await;
+            let extra = external_cpu(&outside).saturating_sub(before);
+            let nats_used = external_cpu(&["nats-server"]).saturating_sub(nats_before);
+            println!(
+                "  (of which PostgreSQL and NATS: {:.1} us/call; NATS {:.1})",
+                extra.as_secs_f64() * 1e6 / stats.calls.max(1) as f64,
+                nats_used.as_secs_f64() * 1e6 / stats.calls.max(1) as f64
+            );
+            stats.cpu_per_call += extra / u32::try_from(stats.calls.max(1)).unwrap_or(u32::MAX);
+            stats
+        }
+    };
+    let same = phase(b_http.clone(), None).await;
+    let cross = phase(a_http.clone(), None).await;
+    let same_half = phase(b_http, Some(same.per_sec / 2.0)).await;
+    let cross_half = phase(a_http, Some(cross.per_sec / 2.0)).await;
+    let _ = stop_tx.send(true);
+    let _ = a.await;
+    let _ = b.await;
+    let _ = std::fs::remove_dir_all(dir);
+    [same, cross, same_half, cross_half]
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str, default: u64| {
@@ -314,6 +448,26 @@ fn main() {
                 pg_sync.per_sec / sync.per_sec,
                 pg_async.per_sec / asyn.per_sec
             );
+            let nats = std::env::var("THINGCALL_BENCH_NATS")
+                .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+            if nats != "none" {
+                let name = format!("thingcall_bench_cluster_{}", std::process::id());
+                server.drop_database(&name).await.unwrap();
+                server.create_database(&name).await.unwrap();
+                let url = server.with_database(&name);
+                let [same, cross, same_half, cross_half] =
+                    cluster(&url, &nats, devices, connections, seconds).await;
+                server.drop_database(&name).await.unwrap();
+                print("cluster sync, same node (devices on B, via B)", &same);
+                print("cluster sync, cross node (devices on B, via A)", &cross);
+                print("cluster same node at half load", &same_half);
+                print("cluster cross node at half load", &cross_half);
+                println!(
+                    "cluster cross / same node: throughput {:.2}, CPU per call {:.2}",
+                    cross.per_sec / same.per_sec,
+                    cross.cpu_per_call.as_secs_f64() / same.cpu_per_call.as_secs_f64()
+                );
+            }
         }
         println!("sync / raw baseline = {:.2}", sync.per_sec / raw.per_sec);
         // A sync call costs at least one HTTP exchange plus one RRPC round

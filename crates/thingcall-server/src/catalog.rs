@@ -224,7 +224,18 @@ impl Catalog {
             } => {
                 let mut d = d.clone();
                 if let Some(known) = self.devices.get(iot_id) {
+                    // Presence travels as events, ahead of the store: keep
+                    // what the mirror knows when it is newer.
                     d.online = known.online;
+                    d.activated_ms = match (d.activated_ms, known.activated_ms) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    if known.online_ms > d.online_ms {
+                        d.online_ms = known.online_ms;
+                        d.ip_address.clone_from(&known.ip_address);
+                    }
+                    d.status_ms = d.status_ms.max(known.status_ms);
                 }
                 self.insert_device(d);
             }
@@ -330,4 +341,76 @@ impl Catalog {
 pub(crate) fn gmt_utc(ms: i64) -> (String, String) {
     let t = UnixMillis::new(ms);
     (t.to_gmt8(), t.to_iso8601_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Device, Snapshot};
+
+    fn device(activated: Option<i64>, online_ms: Option<i64>, status_ms: i64) -> Device {
+        Device {
+            iot_id: "iot-1".into(),
+            product_key: "a1Product01".into(),
+            device_name: "dev-1".into(),
+            device_secret: "s".into(),
+            nickname: None,
+            enabled: true,
+            created_ms: 1,
+            activated_ms: activated,
+            online_ms,
+            status_ms,
+            ip_address: online_ms.map(|_| "10.0.0.9".to_owned()),
+            online: false,
+        }
+    }
+
+    /// A node hears of a login (an event) before the store has it; a
+    /// registry entry about the same device re-read from the store later
+    /// must not make the device inactive or offline again.
+    #[test]
+    fn a_refresh_keeps_presence_that_is_newer_than_the_store() {
+        let mut catalog = Catalog::from_snapshot(Snapshot {
+            devices: vec![device(None, None, 1)],
+            ..Snapshot::default()
+        });
+        catalog.apply(&Change::Presence {
+            iot_id: "iot-1".into(),
+            online: true,
+            at: 50,
+            ip_address: Some("10.0.0.7".into()),
+        });
+        catalog.refresh(&Stored::Device {
+            iot_id: "iot-1".into(),
+            device: Some(Device {
+                nickname: Some("renamed".into()),
+                ..device(None, None, 40)
+            }),
+            tombstone: None,
+        });
+        let d = catalog.device_by_name("a1Product01", "dev-1").unwrap();
+        assert!(d.online);
+        assert_eq!(d.activated_ms, Some(50));
+        assert_eq!(d.online_ms, Some(50));
+        assert_eq!(d.ip_address.as_deref(), Some("10.0.0.7"));
+        assert_eq!(d.status_ms, 50);
+        assert_eq!(
+            d.nickname.as_deref(),
+            Some("renamed"),
+            "the rest comes from the store"
+        );
+
+        // A store that is ahead (a disable at 60) wins where it is newer.
+        catalog.refresh(&Stored::Device {
+            iot_id: "iot-1".into(),
+            device: Some(Device {
+                enabled: false,
+                ..device(Some(50), Some(50), 60)
+            }),
+            tombstone: None,
+        });
+        let d = catalog.device_by_name("a1Product01", "dev-1").unwrap();
+        assert!(!d.enabled);
+        assert_eq!(d.status_ms, 60);
+    }
 }

@@ -194,6 +194,13 @@ pub fn signed_form(method: &str, action: &str, extra: &[(&str, &str)]) -> String
 }
 
 pub async fn raw_call(addr: &str, action: &str, extra: &[(String, String)]) -> serde_json::Value {
+    let v = raw_answer(addr, action, extra).await;
+    assert_eq!(v["Success"], true, "{action}: {v}");
+    v
+}
+
+/// One signed call over its own connection; the answer, success or not.
+pub async fn raw_answer(addr: &str, action: &str, extra: &[(String, String)]) -> serde_json::Value {
     let extra: Vec<(&str, &str)> = extra
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -211,9 +218,7 @@ pub async fn raw_call(addr: &str, action: &str, extra: &[(String, String)]) -> s
         .split_once("\r\n\r\n")
         .map(|(_, b)| b)
         .unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    assert_eq!(v["Success"], true, "{action}: {v}");
-    v
+    serde_json::from_str(json).unwrap()
 }
 
 /// Creates a thing-model product through the API, with the demo model
@@ -314,4 +319,31 @@ pub async fn http_load(
         all.extend(w.await.unwrap());
     }
     stats(all, started.elapsed())
+}
+
+/// CPU time (user + system) of every process whose command name is one of
+/// `names` (PostgreSQL's backends, `nats-server`): the work a call makes
+/// outside this process.
+pub fn external_cpu(names: &[&str]) -> Duration {
+    let mut ticks = 0u64;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    for entry in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        if !names.contains(&comm) {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field =
+            |n: usize| -> u64 { fields.get(n - 3).and_then(|f| f.parse().ok()).unwrap_or(0) };
+        ticks += field(14) + field(15);
+    }
+    Duration::from_millis(ticks * 10)
 }

@@ -4,6 +4,8 @@
 //! A product key or device name may hold characters NATS gives a meaning
 //! to (`.` separates tokens), so subjects carry them hex-encoded.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use thingcall_core::{AlinkReply, DeviceName, Identifier, MessageId, ProductKey, Qos, UnixMillis};
 use thingcall_transport::{
@@ -51,11 +53,6 @@ pub(crate) const PROBE: &[u8] = b"probe";
 /// The start of the answer to [`PROBE`], followed by the node's id.
 pub(crate) const PROBE_ANSWER: &str = "held-by:";
 
-/// Where a node receives the replies other nodes forward to it.
-pub(crate) fn reply_subject(node: &str) -> String {
-    format!("{PREFIX}.node.{}.reply", hex(node))
-}
-
 fn text<'a>(v: &'a Value, k: &str) -> Result<&'a str, String> {
     v.get(k)
         .and_then(Value::as_str)
@@ -72,8 +69,13 @@ fn parse(bytes: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(bytes).map_err(|e| e.to_string())
 }
 
-/// A delivery another node makes for `origin`.
-pub(crate) fn encode_delivery(d: &Delivery, origin: &str) -> Result<Vec<u8>, String> {
+/// A delivery another node makes for `origin`; for a sync call, `wait` is
+/// how long the holding node waits for the device's reply.
+pub(crate) fn encode_delivery(
+    d: &Delivery,
+    origin: &str,
+    wait: Duration,
+) -> Result<Vec<u8>, String> {
     let payload = std::str::from_utf8(&d.payload)
         .map_err(|_| "an Alink request that is not UTF-8".to_owned())?;
     let (kind, identifier, form) = match &d.kind {
@@ -98,13 +100,15 @@ pub(crate) fn encode_delivery(d: &Delivery, origin: &str) -> Result<Vec<u8>, Str
         "form": form,
         "qos": match d.qos { Qos::AtMostOnce => 0, Qos::AtLeastOnce => 1 },
         "payload": payload,
+        "wait_ms": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
     })
     .to_string()
     .into_bytes())
 }
 
-/// A delivery request: the delivery and the node it is made for.
-pub(crate) fn decode_delivery(bytes: &[u8]) -> Result<(Delivery, String), String> {
+/// A delivery request: the delivery, the node it is made for, and how
+/// long to wait for the device's reply.
+pub(crate) fn decode_delivery(bytes: &[u8]) -> Result<(Delivery, String, Duration), String> {
     let v = parse(bytes)?;
     let identifier = Identifier::new(text(&v, "identifier")?).map_err(|e| e.to_string())?;
     let kind = match text(&v, "kind")? {
@@ -132,12 +136,17 @@ pub(crate) fn decode_delivery(bytes: &[u8]) -> Result<(Delivery, String), String
         },
         payload: text(&v, "payload")?.as_bytes().to_vec(),
     };
-    Ok((delivery, text(&v, "origin")?.to_owned()))
+    let wait = Duration::from_millis(v.get("wait_ms").and_then(Value::as_u64).unwrap_or(0));
+    Ok((delivery, text(&v, "origin")?.to_owned(), wait))
 }
 
-/// How a delivery made by another node went.
-pub(crate) fn encode_outcome(outcome: &Result<Delivered, TransportError>) -> Vec<u8> {
-    let v = match outcome {
+/// How a delivery made by another node went, with the device's reply
+/// when it came in time.
+pub(crate) fn encode_answer(
+    outcome: &Result<Delivered, TransportError>,
+    reply: Option<&DeviceReply>,
+) -> Vec<u8> {
+    let mut v = match outcome {
         Ok(d) => json!({
             "topic": d.topic,
             "outcome": match d.outcome {
@@ -157,13 +166,30 @@ pub(crate) fn encode_outcome(outcome: &Result<Delivered, TransportError>) -> Vec
             "message": e.to_string(),
         }),
     };
+    if let (Some(r), Some(map)) = (reply, v.as_object_mut()) {
+        map.insert("reply".to_owned(), reply_value(r));
+    }
     v.to_string().into_bytes()
 }
 
-pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<Delivered, TransportError> {
-    let v = parse(bytes).map_err(TransportError::Failed)?;
+/// The outcome, and the reply if the answer carries one (a malformed reply
+/// is dropped: the call then times out, as if the device never answered).
+pub(crate) fn decode_answer(
+    bytes: &[u8],
+) -> (Result<Delivered, TransportError>, Option<DeviceReply>) {
+    let v = match parse(bytes) {
+        Ok(v) => v,
+        Err(e) => return (Err(TransportError::Failed(e)), None),
+    };
+    let reply = v.get("reply").and_then(|r| match reply_from_value(r) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "a malformed reply from another node; dropped");
+            None
+        }
+    });
     if let Some(error) = v.get("error").and_then(Value::as_str) {
-        return Err(match error {
+        let e = match error {
             "offline" => TransportError::Offline,
             "queue_full" => TransportError::QueueFull,
             "closed" => TransportError::Closed,
@@ -174,30 +200,34 @@ pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<Delivered, TransportError> 
                     .unwrap_or("delivery failed")
                     .to_owned(),
             ),
-        });
+        };
+        return (Err(e), None);
     }
     let outcome = match v.get("outcome").and_then(Value::as_str) {
         Some("sent") => DeliveryOutcome::Sent,
         Some("queued") => DeliveryOutcome::Queued,
         Some("no_subscriber") => DeliveryOutcome::NoSubscriber,
         _ => {
-            return Err(TransportError::Failed(
-                "a malformed delivery outcome".into(),
-            ));
+            return (
+                Err(TransportError::Failed(
+                    "a malformed delivery outcome".into(),
+                )),
+                None,
+            );
         }
     };
-    Ok(Delivered {
+    let delivered = Delivered {
         topic: v
             .get("topic")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned(),
         outcome,
-    })
+    };
+    (Ok(delivered), reply)
 }
 
-/// A device's reply, forwarded to the node that made the call.
-pub(crate) fn encode_reply(r: &DeviceReply) -> Vec<u8> {
+fn reply_value(r: &DeviceReply) -> Value {
     let reply = String::from_utf8(r.reply.to_vec()).unwrap_or_default();
     json!({
         "pk": r.device.product_key.as_str(),
@@ -210,12 +240,9 @@ pub(crate) fn encode_reply(r: &DeviceReply) -> Vec<u8> {
         "reply": reply,
         "at": r.received_at.get(),
     })
-    .to_string()
-    .into_bytes()
 }
 
-pub(crate) fn decode_reply(bytes: &[u8]) -> Result<DeviceReply, String> {
-    let v = parse(bytes)?;
+fn reply_from_value(v: &Value) -> Result<DeviceReply, String> {
     let via = match v.get("via") {
         Some(Value::String(s)) if s == "rrpc" => ReplyVia::Rrpc,
         Some(Value::Object(o)) => ReplyVia::Async {
@@ -227,9 +254,9 @@ pub(crate) fn decode_reply(bytes: &[u8]) -> Result<DeviceReply, String> {
         },
         _ => return Err("no reply route".into()),
     };
-    let reply = AlinkReply::from_slice(text(&v, "reply")?.as_bytes()).map_err(|e| e.to_string())?;
+    let reply = AlinkReply::from_slice(text(v, "reply")?.as_bytes()).map_err(|e| e.to_string())?;
     Ok(DeviceReply {
-        device: device_of(&v)?,
+        device: device_of(v)?,
         message_id: v.get("id").and_then(Value::as_u64).map(MessageId::from_u64),
         via,
         reply,
@@ -338,8 +365,10 @@ mod tests {
             qos: Qos::AtLeastOnce,
             payload: br#"{"id":"1","params":{"t":"\u00e9"}}"#.to_vec(),
         };
-        let (back, origin) = decode_delivery(&encode_delivery(&d, "node-a").unwrap()).unwrap();
-        assert_eq!((back, origin.as_str()), (d, "node-a"));
+        let wait = Duration::from_millis(4500);
+        let (back, origin, waited) =
+            decode_delivery(&encode_delivery(&d, "node-a", wait).unwrap()).unwrap();
+        assert_eq!((back, origin.as_str(), waited), (d, "node-a", wait));
         for outcome in [
             Ok(Delivered {
                 topic: "/t".into(),
@@ -349,7 +378,10 @@ mod tests {
             Err(TransportError::Offline),
             Err(TransportError::TimedOut),
         ] {
-            assert_eq!(decode_outcome(&encode_outcome(&outcome)), outcome);
+            assert_eq!(
+                decode_answer(&encode_answer(&outcome, None)),
+                (outcome, None)
+            );
         }
         let r = DeviceReply {
             device: dev(),
@@ -365,7 +397,14 @@ mod tests {
             },
             received_at: UnixMillis::new(5),
         };
-        assert_eq!(decode_reply(&encode_reply(&r)).unwrap(), r);
+        let sent = Ok(Delivered {
+            topic: "/rrpc".into(),
+            outcome: DeliveryOutcome::Sent,
+        });
+        assert_eq!(
+            decode_answer(&encode_answer(&sent, Some(&r))),
+            (sent, Some(r))
+        );
         let e = NodeEvent {
             node: "n".into(),
             device: dev(),
@@ -383,6 +422,6 @@ mod tests {
         // A dot in a name cannot split a subject.
         assert_eq!(device_subject(&dev()).matches('.').count(), 3);
         assert!(decode_delivery(b"{}").is_err());
-        assert!(decode_reply(b"not json").is_err());
+        assert!(decode_answer(b"not json").0.is_err());
     }
 }

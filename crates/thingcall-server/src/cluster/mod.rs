@@ -9,10 +9,11 @@
 //!   delivered; "no responders" means the device is offline everywhere; no
 //!   answer within 2 s (a node that hangs) is a timeout. Nothing about
 //!   where a device is can be stale, because nothing else is consulted.
-//! * **Replies.** The holding node forwards the reply of a sync call to the
-//!   calling node (`thingcall.node.<id>.reply`), which settles it; replies
-//!   to async calls and late replies complete the record in the shared
-//!   store, by device, on whichever node receives them.
+//! * **Replies.** A sync call's request is answered once the device
+//!   replied (or the call's budget ran out): the reply rides back on the
+//!   NATS answer, two messages per call. Replies to async calls and late
+//!   replies complete the record in the shared store, by device, on
+//!   whichever node receives them.
 //! * **Duplicate logins.** A node that accepts a login publishes a kick;
 //!   the node that held the device closes that session as replaced.
 //! * **Registry changes.** The PostgreSQL store logs every registry change
@@ -44,10 +45,11 @@ use futures_util::StreamExt;
 use thingcall_core::{Clock, MessageId};
 use thingcall_gateway::Gateway;
 use thingcall_transport::{
-    Delivered, Delivery, DeliveryKind, DeviceKey, EventHub, EventStream, PresenceEvent, Transport,
-    TransportError, TransportEvent,
+    Delivered, Delivery, DeliveryKind, DeviceKey, DeviceReply, EventHub, EventStream,
+    PresenceEvent, Transport, TransportError, TransportEvent,
 };
 use thingcall_tsl::ModelCache;
+use tokio::sync::oneshot;
 
 use self::codec::NodeEvent;
 use crate::catalog::{SharedCatalog, read, write};
@@ -100,8 +102,12 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// How long a call waits for the node that holds its device to answer.
+/// How long an async call (or a probe) waits for the node that holds its
+/// device to answer.
 const DELIVER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How much longer than the sync budget a sync call waits for the holding
+/// node's answer (which comes at the latest when the budget runs out there).
+const ANSWER_GRACE: Duration = Duration::from_millis(200);
 /// How often a node says it is alive.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// A node unheard for this long is taken for gone.
@@ -218,10 +224,13 @@ pub(crate) struct Cluster {
     hub: EventHub,
     gateway_events: Mutex<Option<EventStream>>,
     reconnects: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
-    /// Sync calls this node delivered for another: message id → (calling
-    /// node, when).
-    forwards: Mutex<HashMap<MessageId, (String, Instant)>>,
-    forward_for: Duration,
+    /// Sync calls this node delivered for another, waiting for their
+    /// device's reply: message id → (the device called, where its reply
+    /// goes).
+    forwards: Mutex<HashMap<MessageId, (DeviceKey, oneshot::Sender<DeviceReply>)>>,
+    /// A sync call's budget: how long a node waits for the device of a
+    /// call made elsewhere, and (a little longer) for the node it asked.
+    sync_timeout: Duration,
     /// Devices online on other nodes, by node.
     remote: Mutex<HashMap<DeviceKey, String>>,
     /// Other nodes, by when they were last heard.
@@ -282,7 +291,7 @@ impl Cluster {
             gateway_events: Mutex::new(Some(gateway_events)),
             reconnects: Mutex::new(Some(reconnects)),
             forwards: Mutex::new(HashMap::new()),
-            forward_for: sync_timeout * 2,
+            sync_timeout,
             remote: Mutex::new(HashMap::new()),
             heard: Mutex::new(HashMap::new()),
             orphans: Mutex::new(HashMap::new()),
@@ -311,7 +320,6 @@ impl Cluster {
                     .map_err(|e| format!("cannot subscribe {subject}: {e}"))
             }
         };
-        let replies = sub(codec::reply_subject(&self.node_id)).await?;
         let presence = sub(codec::PRESENCE.to_owned()).await?;
         let kicks = sub(codec::KICKS.to_owned()).await?;
         let heartbeats = sub(codec::HEARTBEAT.to_owned()).await?;
@@ -329,8 +337,6 @@ impl Cluster {
         if let Some(events) = lock(&self.gateway_events).take() {
             tasks.push(tokio::spawn(async move { me.pump(events).await }));
         }
-        let me = Arc::clone(self);
-        tasks.push(tokio::spawn(async move { me.forwarded(replies).await }));
         let me = Arc::clone(self);
         tasks.push(tokio::spawn(async move { me.presence(presence).await }));
         let me = Arc::clone(self);
@@ -399,16 +405,26 @@ impl Cluster {
                     self.hub.publish(TransportEvent::Presence(p)).await;
                 }
                 TransportEvent::Reply(r) => {
-                    let origin = r
-                        .message_id
-                        .and_then(|id| lock(&self.forwards).remove(&id))
-                        .map(|(node, _)| node);
-                    match origin {
-                        Some(node) if node != self.node_id => {
-                            self.publish(codec::reply_subject(&node), codec::encode_reply(&r))
-                                .await;
+                    // The reply to a call another node made goes back on
+                    // that call's answer, if it is this device's call.
+                    let waiting = r.message_id.and_then(|id| {
+                        let mut forwards = lock(&self.forwards);
+                        match forwards.get(&id) {
+                            Some((device, _)) if *device == r.device => {
+                                forwards.remove(&id).map(|(_, tx)| tx)
+                            }
+                            _ => None,
                         }
-                        _ => self.hub.publish(TransportEvent::Reply(r)).await,
+                    });
+                    match waiting {
+                        Some(tx) => {
+                            if let Err(r) = tx.send(r) {
+                                // The wait ended meanwhile: a late reply,
+                                // recorded like one.
+                                self.hub.publish(TransportEvent::Reply(r)).await;
+                            }
+                        }
+                        None => self.hub.publish(TransportEvent::Reply(r)).await,
                     }
                 }
             }
@@ -475,15 +491,18 @@ impl Cluster {
                 }
                 let me = Arc::clone(&me);
                 tokio::spawn(async move {
-                    let outcome = match codec::decode_delivery(&msg.payload) {
-                        Ok((delivery, origin)) => me.deliver_for(delivery, origin).await,
-                        Err(e) => Err(TransportError::Failed(format!("a malformed delivery: {e}"))),
+                    let (outcome, reply) = match codec::decode_delivery(&msg.payload) {
+                        Ok((delivery, _origin, wait)) => {
+                            let wait = wait.min(me.sync_timeout);
+                            me.deliver_for(delivery, wait).await
+                        }
+                        Err(e) => (
+                            Err(TransportError::Failed(format!("a malformed delivery: {e}"))),
+                            None,
+                        ),
                     };
-                    if let Err(e) = me
-                        .nats
-                        .publish(reply_to, codec::encode_outcome(&outcome).into())
-                        .await
-                    {
+                    let answer = codec::encode_answer(&outcome, reply.as_ref());
+                    if let Err(e) = me.nats.publish(reply_to, answer.into()).await {
                         tracing::warn!(error = %e, "cannot answer a delivery");
                     }
                 });
@@ -503,31 +522,37 @@ impl Cluster {
         }
     }
 
+    /// Delivers a call another node made; for a sync call, also waits (at
+    /// most `wait`) for the device's reply, which goes back on the answer.
     async fn deliver_for(
         &self,
         delivery: Delivery,
-        origin: String,
-    ) -> Result<Delivered, TransportError> {
+        wait: Duration,
+    ) -> (Result<Delivered, TransportError>, Option<DeviceReply>) {
         let id = delivery.message_id;
+        if !matches!(delivery.kind, DeliveryKind::Rrpc { .. }) {
+            return (self.gateway.deliver(delivery).await, None);
+        }
         // Noted before the delivery: the reply can come back before the
         // deliver call returns.
-        let sync = matches!(delivery.kind, DeliveryKind::Rrpc { .. });
-        if sync {
-            lock(&self.forwards).insert(id, (origin, Instant::now()));
-        }
+        let (tx, rx) = oneshot::channel();
+        lock(&self.forwards).insert(id, (delivery.device.clone(), tx));
         let outcome = self.gateway.deliver(delivery).await;
-        if sync && outcome.is_err() {
+        let expecting = matches!(
+            &outcome,
+            Ok(d) if d.outcome != thingcall_transport::DeliveryOutcome::NoSubscriber
+        );
+        if !expecting {
             lock(&self.forwards).remove(&id);
+            return (outcome, None);
         }
-        outcome
-    }
-
-    /// Replies other nodes forwarded: calls this node made.
-    async fn forwarded(self: Arc<Self>, mut sub: async_nats::Subscriber) {
-        while let Some(msg) = sub.next().await {
-            match codec::decode_reply(&msg.payload) {
-                Ok(r) => self.hub.publish(TransportEvent::Reply(r)).await,
-                Err(e) => tracing::warn!(error = %e, "a malformed forwarded reply; dropped"),
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(reply)) => (outcome, Some(reply)),
+            _ => {
+                // No reply in time: the caller's budget is spent too. A
+                // reply after this is late, and recorded as such here.
+                lock(&self.forwards).remove(&id);
+                (outcome, None)
             }
         }
     }
@@ -925,7 +950,7 @@ impl Cluster {
         }
     }
 
-    /// The node's lease on its number, expired nonces, old forwards.
+    /// The node's lease on its number, expired nonces.
     async fn housekeeping(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         let mut round = 0u64;
@@ -941,8 +966,6 @@ impl Cluster {
             {
                 tracing::warn!(error = %e, "cannot forget expired nonces");
             }
-            let ttl = self.forward_for;
-            lock(&self.forwards).retain(|_, (_, at)| at.elapsed() < ttl);
         }
     }
 }
@@ -963,11 +986,30 @@ impl Transport for ClusterTransport {
         if lock(&c.orphans).contains_key(&delivery.device) {
             return Err(TransportError::Offline);
         }
+        // A sync call's request is answered when the device replied (or
+        // its budget ran out on the holding node); an async one at once.
+        let sync = matches!(delivery.kind, DeliveryKind::Rrpc { .. });
+        let (wait, timeout) = if sync {
+            (c.sync_timeout, c.sync_timeout + ANSWER_GRACE)
+        } else {
+            (Duration::ZERO, DELIVER_TIMEOUT)
+        };
         let payload =
-            codec::encode_delivery(&delivery, &c.node_id).map_err(TransportError::Failed)?;
+            codec::encode_delivery(&delivery, &c.node_id, wait).map_err(TransportError::Failed)?;
         let subject = codec::device_subject(&delivery.device);
-        match c.nats.request(subject, payload.into()).await {
-            Ok(answer) => codec::decode_outcome(&answer.payload),
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(timeout));
+        match c.nats.send_request(subject, request).await {
+            Ok(answer) => {
+                let (outcome, reply) = codec::decode_answer(&answer.payload);
+                if let Some(reply) = reply {
+                    // Settles the call, which the engine noted before
+                    // delivering it.
+                    c.hub.publish(TransportEvent::Reply(reply)).await;
+                }
+                outcome
+            }
             Err(e) => match e.kind() {
                 async_nats::client::RequestErrorKind::NoResponders => Err(TransportError::Offline),
                 async_nats::client::RequestErrorKind::TimedOut => Err(TransportError::TimedOut),

@@ -486,12 +486,8 @@ impl Store {
         batch: &[(u128, i64)],
         now_ms: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        let mut client = self.pool.get().await.map_err(from_pool)?;
-        let tx = client.transaction().await.map_err(from_pg)?;
-        tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
-            .await
-            .map_err(from_pg)?;
-        let statement = tx
+        let client = self.pool.get().await.map_err(from_pool)?;
+        let statement = client
             .prepare_cached(
                 "INSERT INTO nonces (digest, expires_ms)
                  SELECT * FROM UNNEST($1::bytea[], $2::bigint[])
@@ -505,11 +501,16 @@ impl Store {
             .map(|(d, _)| d.to_le_bytes().to_vec())
             .collect();
         let expiries: Vec<i64> = batch.iter().map(|(_, e)| *e).collect();
-        let rows = tx
-            .query(&statement, &[&digests, &expiries, &now_ms])
-            .await
-            .map_err(from_pg)?;
-        tx.commit().await.map_err(from_pg)?;
+        // One round trip: the setting (for this pooled connection's session)
+        // and the statement travel together.
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&digests, &expiries, &now_ms];
+        let (set, rows) = tokio::join!(
+            client.batch_execute("SET synchronous_commit TO OFF"),
+            client.query(&statement, &params)
+        );
+        set.map_err(from_pg)?;
+        let rows = rows.map_err(from_pg)?;
         let claimed: std::collections::HashSet<Vec<u8>> =
             rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect();
         Ok(digests.iter().map(|d| claimed.contains(d)).collect())
