@@ -258,6 +258,7 @@ async fn sessions_and_the_registry_follow_devices_across_nodes() {
     )
     .await;
     assert_eq!(r["Code"], "iot.device.NotExistedDevice", "{r}");
+    c.assert_no_secret_shown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,6 +90,29 @@ impl std::fmt::Debug for ClusterConfig {
     }
 }
 
+/// A URL's user or password, percent-decoded.
+fn decode_url_part(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `nats://user:pass@host:4222` → `nats://***@host:4222`.
 fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
@@ -186,7 +209,17 @@ pub(crate) async fn connect_nats(
         return Err("--cluster names no NATS server".into());
     }
     let shown = config.servers_shown();
-    async_nats::ConnectOptions::new()
+    // async-nats does not log in with what a URL carries: a user and a
+    // password (nats://user:pass@host), or a token (nats://token@host).
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(addr) = addrs.iter().find(|a| a.username().is_some()) {
+        let user = addr.username().unwrap_or_default();
+        options = match addr.password() {
+            Some(pass) => options.user_and_password(decode_url_part(user), decode_url_part(pass)),
+            None => options.token(decode_url_part(user)),
+        };
+    }
+    options
         .name(format!("thingcall {node_id}"))
         .ping_interval(Duration::from_secs(2))
         .connection_timeout(Duration::from_secs(5))

@@ -1,7 +1,7 @@
 //! The cluster's pure parts; the nodes themselves are tested as processes
 //! (`tests/cluster.rs`).
 
-use super::{ClusterConfig, check_node_id, node_id, redact_url};
+use super::{ClusterConfig, check_node_id, decode_url_part, node_id, redact_url};
 
 #[test]
 fn passwords_in_nats_urls_are_never_shown() {
@@ -34,4 +34,11 @@ fn node_ids_are_kept_and_checked() {
     let err = node_id(&dir, None).unwrap_err();
     assert!(err.contains("node-id"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn url_credentials_are_percent_decoded() {
+    assert_eq!(decode_url_part("p%40ss%2Fw%3Ard"), "p@ss/w:rd");
+    assert_eq!(decode_url_part("plain"), "plain");
+    assert_eq!(decode_url_part("bad%zz%4"), "bad%zz%4");
 }

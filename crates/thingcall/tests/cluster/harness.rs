@@ -17,6 +17,9 @@ use thingcall_wire::form::encode_pairs;
 
 use crate::common::{ID, SECRET, finish, store_args, temp_dir};
 
+/// The NATS servers' password: no node may ever print it.
+pub const NATS_PASSWORD: &str = "n4ts-s3cret-pw";
+
 /// Whether the cluster tests must run (CI sets `THINGCALL_REQUIRE_CLUSTER=1`).
 fn required() -> bool {
     std::env::var("THINGCALL_REQUIRE_CLUSTER").is_ok_and(|v| v == "1")
@@ -82,6 +85,7 @@ impl Nats {
             let config = format!(
                 "server_name: n{i}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
                  ping_interval: \"2s\"\nping_max: 2\nwrite_deadline: \"2s\"\n\
+                 authorization {{ user: thingcall, password: \"{NATS_PASSWORD}\" }}\n\
                  cluster {{\n  name: thingcall\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
                 ports[i],
                 monitors[i],
@@ -122,11 +126,11 @@ impl Nats {
         }
     }
 
-    /// `nats://...` for every server, comma-separated.
+    /// `nats://...` for every server, comma-separated, with the password.
     pub fn urls(&self) -> String {
         self.ports
             .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .map(|p| format!("nats://thingcall:{NATS_PASSWORD}@127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -191,7 +195,13 @@ impl Node {
                 "RUST_LOG",
                 std::env::var("THINGCALL_NODE_LOG").unwrap_or_else(|_| "info".to_owned()),
             )
-            .stdout(Stdio::null())
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join("node.out"))
+                    .unwrap(),
+            )
             .stderr(log)
             .spawn()
             .unwrap();
@@ -257,6 +267,11 @@ impl Node {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// What the node printed on its standard output (the banner).
+    pub fn banner(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.out")).unwrap_or_default()
     }
 }
 
@@ -360,6 +375,19 @@ impl Cluster {
 
     pub fn node_mut(&mut self, name: &str) -> &mut Node {
         self.nodes.iter_mut().find(|n| n.name == name).unwrap()
+    }
+
+    /// No node printed or logged a password (NATS's, or an AccessKey
+    /// secret); each did show where its NATS servers are.
+    pub fn assert_no_secret_shown(&self) {
+        for n in &self.nodes {
+            let (log, banner) = (n.log(), n.banner());
+            for secret in [NATS_PASSWORD, SECRET] {
+                assert!(!log.contains(secret), "node {} logged a secret", n.name);
+                assert!(!banner.contains(secret), "node {} printed a secret", n.name);
+            }
+            assert!(banner.contains("***@127.0.0.1:"), "{banner}");
+        }
     }
 
     /// Every node's log, for a failure's message.
