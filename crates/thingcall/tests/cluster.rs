@@ -693,3 +693,53 @@ async fn a_draining_node_answers_its_calls_then_lets_its_devices_go() {
     }
     drop(sims);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reply_completes_its_record_on_the_node_that_receives_it() {
+    let Some(c) = Cluster::start("late", 2).await else {
+        return;
+    };
+    let (a, b) = (c.node("A"), c.node("B"));
+    let pk = product(&a.http, "Late").await;
+    let (_, secret) = device(&a.http, &pk, "slowpoke").await;
+    // Answers 6 s after each call: after the 5 s budget.
+    let _sim = Sim::start(&b.mqtt, &pk, "slowpoke", &secret, 6000);
+    eventually("online", Duration::from_secs(10), || async {
+        status(&a.http, &pk, "slowpoke").await == "ONLINE"
+    })
+    .await;
+    let (r, took) = calibrate(&a.http, &pk, "slowpoke").await;
+    assert_eq!(r["Code"], "iot.messagebroker.TIMEOUT", "{r}");
+    assert!(took < Duration::from_millis(5800), "{took:?}");
+    // The reply reaches node B a second later; B completes the record A
+    // wrote, and every node shows it.
+    for node in [a, b] {
+        eventually(
+            "the late reply recorded",
+            Duration::from_secs(5),
+            || async {
+                let r = api(
+                    &node.http,
+                    "QueryDeviceServiceData",
+                    &[
+                        ("ProductKey", &pk),
+                        ("DeviceName", "slowpoke"),
+                        ("StartTime", "0"),
+                        ("EndTime", "9999999999999"),
+                        ("Asc", "1"),
+                    ],
+                )
+                .await;
+                r["Data"]["List"]["ServiceInfo"]
+                    .as_array()
+                    .is_some_and(|l| {
+                        l.len() == 1
+                            && l[0]["OutputData"]
+                                .as_str()
+                                .is_some_and(|o| o.contains("\"code\":200"))
+                    })
+            },
+        )
+        .await;
+    }
+}
