@@ -23,48 +23,91 @@ async fn all<C: GenericClient>(client: &C, sql: &str) -> Result<Vec<Row>, StoreE
     client.query(sql, &[]).await.map_err(from_pg)
 }
 
-/// Everything the mirror holds.
-pub(super) async fn load<C: GenericClient>(client: &C) -> Result<Snapshot, StoreError> {
-    let mut access_keys = Vec::new();
-    for r in all(client, "SELECT id, secret, enabled FROM access_keys").await? {
-        access_keys.push(AccessKey {
-            id: r.get(0),
-            secret: r.get::<_, String>(1).into(),
-            enabled: r.get(2),
-        });
+const ACCESS_KEY_COLUMNS: &str = "id, secret, enabled";
+
+fn row_to_access_key(r: &Row) -> AccessKey {
+    AccessKey {
+        id: r.get(0),
+        secret: r.get::<_, String>(1).into(),
+        enabled: r.get(2),
     }
-    let mut products = Vec::new();
-    let sql =
+}
+
+const DEVICE_COLUMNS: &str = "iot_id, product_key, device_name, device_secret, nickname, \
+     enabled, created_ms, activated_ms, online_ms, status_ms, ip_address";
+
+/// A device row (presence is not stored: `online` starts false).
+fn row_to_device(r: &Row) -> Device {
+    Device {
+        iot_id: r.get(0),
+        product_key: r.get(1),
+        device_name: r.get(2),
+        device_secret: r.get::<_, String>(3).into(),
+        nickname: r.get(4),
+        enabled: r.get(5),
+        created_ms: r.get(6),
+        activated_ms: r.get(7),
+        online_ms: r.get(8),
+        status_ms: r.get(9),
+        ip_address: r.get(10),
+        online: false,
+    }
+}
+
+/// Products with their versions and modules: every one, or the one named.
+async fn products_where<C: GenericClient>(
+    client: &C,
+    only: Option<&str>,
+) -> Result<Vec<Product>, StoreError> {
+    let filter = if only.is_some() {
+        " WHERE product_key = $1"
+    } else {
+        ""
+    };
+    let key_param: Vec<&(dyn ToSql + Sync)> = match &only {
+        Some(key) => vec![key],
+        None => Vec::new(),
+    };
+    let select = |sql: String| {
+        let params = key_param.clone();
+        async move { client.query(&sql, &params).await.map_err(from_pg) }
+    };
+    let mut products: Vec<Product> = select(format!(
         "SELECT product_key, product_name, product_secret, description, node_type, data_format,
                 commodity_code, auth_type, protocol_type, net_type, category_key, validate_type,
-                created_ms, draft_tsl FROM products";
-    for r in all(client, sql).await? {
-        products.push(Product {
-            product_key: r.get(0),
-            product_name: r.get(1),
-            product_secret: r.get::<_, String>(2).into(),
-            description: r.get(3),
-            node_type: r.get(4),
-            data_format: r.get(5),
-            commodity_code: r.get(6),
-            auth_type: r.get(7),
-            protocol_type: r.get(8),
-            net_type: r.get(9),
-            category_key: r.get(10),
-            validate_type: r.get(11),
-            created_ms: r.get(12),
-            draft_tsl: r.get(13),
-            versions: Vec::new(),
-            modules: Default::default(),
-        });
-    }
+                created_ms, draft_tsl FROM products{filter}"
+    ))
+    .await?
+    .iter()
+    .map(|r| Product {
+        product_key: r.get(0),
+        product_name: r.get(1),
+        product_secret: r.get::<_, String>(2).into(),
+        description: r.get(3),
+        node_type: r.get(4),
+        data_format: r.get(5),
+        commodity_code: r.get(6),
+        auth_type: r.get(7),
+        protocol_type: r.get(8),
+        net_type: r.get(9),
+        category_key: r.get(10),
+        validate_type: r.get(11),
+        created_ms: r.get(12),
+        draft_tsl: r.get(13),
+        versions: Vec::new(),
+        modules: Default::default(),
+    })
+    .collect();
     let by_key: HashMap<String, usize> = products
         .iter()
         .enumerate()
         .map(|(i, p)| (p.product_key.clone(), i))
         .collect();
-    let sql = "SELECT product_key, version, description, tsl, created_ms, seq FROM model_versions ORDER BY seq";
-    for r in all(client, sql).await? {
+    let versions = select(format!(
+        "SELECT product_key, version, description, tsl, created_ms, seq FROM model_versions{filter}
+         ORDER BY seq"
+    ));
+    for r in versions.await? {
         if let Some(&i) = by_key.get(r.get::<_, &str>(0)) {
             products[i].versions.push(ModelVersion {
                 version: r.get(1),
@@ -76,18 +119,18 @@ pub(super) async fn load<C: GenericClient>(client: &C) -> Result<Snapshot, Store
             });
         }
     }
-    for r in all(
-        client,
-        "SELECT product_key, block_id, draft_tsl FROM modules",
-    )
-    .await?
-    {
+    let modules = select(format!(
+        "SELECT product_key, block_id, draft_tsl FROM modules{filter}"
+    ));
+    for r in modules.await? {
         if let Some(&i) = by_key.get(r.get::<_, &str>(0)) {
             products[i].modules.insert(r.get(1), r.get(2));
         }
     }
-    let sql = "SELECT product_key, version, block_id, tsl FROM module_versions";
-    for r in all(client, sql).await? {
+    let module_versions = select(format!(
+        "SELECT product_key, version, block_id, tsl FROM module_versions{filter}"
+    ));
+    for r in module_versions.await? {
         let version: &str = r.get(1);
         if let Some(v) = by_key.get(r.get::<_, &str>(0)).and_then(|&i| {
             products[i]
@@ -98,26 +141,25 @@ pub(super) async fn load<C: GenericClient>(client: &C) -> Result<Snapshot, Store
             v.modules.insert(r.get(2), r.get(3));
         }
     }
-    let mut devices = Vec::new();
-    let sql =
-        "SELECT iot_id, product_key, device_name, device_secret, nickname, enabled, created_ms,
-                activated_ms, online_ms, status_ms, ip_address FROM devices";
-    for r in all(client, sql).await? {
-        devices.push(Device {
-            iot_id: r.get(0),
-            product_key: r.get(1),
-            device_name: r.get(2),
-            device_secret: r.get::<_, String>(3).into(),
-            nickname: r.get(4),
-            enabled: r.get(5),
-            created_ms: r.get(6),
-            activated_ms: r.get(7),
-            online_ms: r.get(8),
-            status_ms: r.get(9),
-            ip_address: r.get(10),
-            online: false,
-        });
-    }
+    Ok(products)
+}
+
+/// Everything the mirror holds.
+pub(super) async fn load<C: GenericClient>(client: &C) -> Result<Snapshot, StoreError> {
+    let access_keys = all(
+        client,
+        &format!("SELECT {ACCESS_KEY_COLUMNS} FROM access_keys"),
+    )
+    .await?
+    .iter()
+    .map(row_to_access_key)
+    .collect();
+    let products = products_where(client, None).await?;
+    let devices = all(client, &format!("SELECT {DEVICE_COLUMNS} FROM devices"))
+        .await?
+        .iter()
+        .map(row_to_device)
+        .collect();
     let tombstones = all(client, "SELECT product_key, device_name FROM tombstones")
         .await?
         .iter()
@@ -631,26 +673,12 @@ pub(super) async fn device<C: GenericClient>(
 ) -> Result<Option<Device>, StoreError> {
     let row = client
         .query_opt(
-            "SELECT iot_id, product_key, device_name, device_secret, nickname, enabled, created_ms,
-                activated_ms, online_ms, status_ms, ip_address FROM devices WHERE iot_id = $1",
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE iot_id = $1"),
             &[&iot_id],
         )
         .await
         .map_err(from_pg)?;
-    Ok(row.map(|r| Device {
-        iot_id: r.get(0),
-        product_key: r.get(1),
-        device_name: r.get(2),
-        device_secret: r.get::<_, String>(3).into(),
-        nickname: r.get(4),
-        enabled: r.get(5),
-        created_ms: r.get(6),
-        activated_ms: r.get(7),
-        online_ms: r.get(8),
-        status_ms: r.get(9),
-        ip_address: r.get(10),
-        online: false,
-    }))
+    Ok(row.as_ref().map(row_to_device))
 }
 
 /// Whether a device name is tombstoned.
@@ -685,78 +713,8 @@ pub(super) async fn product<C: GenericClient>(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let Some(r) = client
-        .query_opt(
-            "SELECT product_key, product_name, product_secret, description, node_type, data_format,
-                commodity_code, auth_type, protocol_type, net_type, category_key, validate_type,
-                created_ms, draft_tsl FROM products WHERE product_key = $1",
-            &[&product_key],
-        )
-        .await
-        .map_err(from_pg)?
-    else {
-        return Ok((None, tombstones));
-    };
-    let mut p = Product {
-        product_key: r.get(0),
-        product_name: r.get(1),
-        product_secret: r.get::<_, String>(2).into(),
-        description: r.get(3),
-        node_type: r.get(4),
-        data_format: r.get(5),
-        commodity_code: r.get(6),
-        auth_type: r.get(7),
-        protocol_type: r.get(8),
-        net_type: r.get(9),
-        category_key: r.get(10),
-        validate_type: r.get(11),
-        created_ms: r.get(12),
-        draft_tsl: r.get(13),
-        versions: Vec::new(),
-        modules: Default::default(),
-    };
-    for r in client
-        .query(
-            "SELECT version, description, tsl, created_ms, seq FROM model_versions
-             WHERE product_key = $1 ORDER BY seq",
-            &[&product_key],
-        )
-        .await
-        .map_err(from_pg)?
-    {
-        p.versions.push(ModelVersion {
-            version: r.get(0),
-            description: r.get(1),
-            tsl: r.get(2),
-            created_ms: r.get(3),
-            seq: r.get(4),
-            modules: Default::default(),
-        });
-    }
-    for r in client
-        .query(
-            "SELECT block_id, draft_tsl FROM modules WHERE product_key = $1",
-            &[&product_key],
-        )
-        .await
-        .map_err(from_pg)?
-    {
-        p.modules.insert(r.get(0), r.get(1));
-    }
-    for r in client
-        .query(
-            "SELECT version, block_id, tsl FROM module_versions WHERE product_key = $1",
-            &[&product_key],
-        )
-        .await
-        .map_err(from_pg)?
-    {
-        let version: &str = r.get(0);
-        if let Some(v) = p.versions.iter_mut().find(|v| v.version == version) {
-            v.modules.insert(r.get(1), r.get(2));
-        }
-    }
-    Ok((Some(p), tombstones))
+    let product = products_where(client, Some(product_key)).await?.pop();
+    Ok((product, tombstones))
 }
 
 /// One AccessKey as stored now.
@@ -766,14 +724,10 @@ pub(super) async fn access_key<C: GenericClient>(
 ) -> Result<Option<AccessKey>, StoreError> {
     let row = client
         .query_opt(
-            "SELECT id, secret, enabled FROM access_keys WHERE id = $1",
+            &format!("SELECT {ACCESS_KEY_COLUMNS} FROM access_keys WHERE id = $1"),
             &[&id],
         )
         .await
         .map_err(from_pg)?;
-    Ok(row.map(|r| AccessKey {
-        id: r.get(0),
-        secret: r.get::<_, String>(1).into(),
-        enabled: r.get(2),
-    }))
+    Ok(row.as_ref().map(row_to_access_key))
 }
