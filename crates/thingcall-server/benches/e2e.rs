@@ -194,6 +194,26 @@ async fn http_floor(connections: usize, seconds: u64) -> Stats {
     stats
 }
 
+/// Runs a simulated device `name` of `pk` against the gateway at `mqtt`
+/// until `stop` turns true.
+fn spawn_device(
+    mqtt: &str,
+    pk: &str,
+    name: String,
+    secret: &str,
+    calls: &tokio::sync::mpsc::UnboundedSender<simulator::CallRecord>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) {
+    let key = DeviceKey::new(ProductKey::new(pk).unwrap(), DeviceName::new(name).unwrap());
+    let (cfg, calls, mut s) = (sim(mqtt, key, secret), calls.clone(), stop.clone());
+    tokio::spawn(async move {
+        simulator::run(cfg, calls, async move {
+            let _ = s.wait_for(|v| *v).await;
+        })
+        .await
+    });
+}
+
 async fn e2e(
     store: StoreConfig,
     devices: usize,
@@ -232,17 +252,7 @@ async fn e2e(
     for i in 0..devices {
         let name = format!("bench-{i}");
         let secret = register(&h, &pk, &name).await;
-        let key = DeviceKey::new(
-            ProductKey::new(pk.as_str()).unwrap(),
-            DeviceName::new(name).unwrap(),
-        );
-        let (cfg, calls, mut s) = (sim(&m, key, &secret), calls.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            simulator::run(cfg, calls, async move {
-                let _ = s.wait_for(|v| *v).await;
-            })
-            .await
-        });
+        spawn_device(&m, &pk, name, &secret, &calls, &stop_rx);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -343,17 +353,7 @@ async fn cluster(
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let key = DeviceKey::new(
-            ProductKey::new(pk.as_str()).unwrap(),
-            DeviceName::new(name).unwrap(),
-        );
-        let (cfg, calls, mut s) = (sim(&b_mqtt, key, &secret), calls.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            simulator::run(cfg, calls, async move {
-                let _ = s.wait_for(|v| *v).await;
-            })
-            .await
-        });
+        spawn_device(&b_mqtt, &pk, name, &secret, &calls, &stop_rx);
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let outside = ["postgres", "nats-server"];

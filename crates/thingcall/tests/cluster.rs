@@ -66,6 +66,21 @@ async fn login(
     }
 }
 
+/// An async `Reboot` call through a node (QoS 1 when `qos1`).
+async fn reboot(http: &str, pk: &str, dn: &str, delay: u32, qos1: bool) -> serde_json::Value {
+    let args = format!(r#"{{"Delay":{delay}}}"#);
+    let mut params = vec![
+        ("ProductKey", pk),
+        ("DeviceName", dn),
+        ("Identifier", "Reboot"),
+        ("Args", args.as_str()),
+    ];
+    if qos1 {
+        params.push(("Qos", "1"));
+    }
+    api(http, "InvokeThingService", &params).await
+}
+
 /// Reads until the gateway closes the session; how long that took.
 async fn closed_within(reader: &mut client::Reader, limit: Duration) -> Duration {
     let start = Instant::now();
@@ -371,18 +386,7 @@ async fn a_persistent_session_stays_on_its_node() {
     .await;
 
     // An async QoS 1 call through B is queued in A's kept session...
-    let r = api(
-        &b.http,
-        "InvokeThingService",
-        &[
-            ("ProductKey", &pk),
-            ("DeviceName", "keeper"),
-            ("Identifier", "Reboot"),
-            ("Args", r#"{"Delay":1}"#),
-            ("Qos", "1"),
-        ],
-    )
-    .await;
+    let r = reboot(&b.http, &pk, "keeper", 1, true).await;
     assert_eq!(r["Success"], true, "queued for the kept session: {r}");
 
     // ... and delivered when the device comes back to A.
@@ -402,18 +406,7 @@ async fn a_persistent_session_stays_on_its_node() {
         status(&b.http, &pk, "keeper").await == "OFFLINE"
     })
     .await;
-    let r = api(
-        &a.http,
-        "InvokeThingService",
-        &[
-            ("ProductKey", &pk),
-            ("DeviceName", "keeper"),
-            ("Identifier", "Reboot"),
-            ("Args", r#"{"Delay":2}"#),
-            ("Qos", "1"),
-        ],
-    )
-    .await;
+    let r = reboot(&a.http, &pk, "keeper", 2, true).await;
     assert_eq!(r["Success"], true, "{r}");
     let (mut rd, mut wr) = login(&b.mqtt, &pk, "keeper", &secret, false).await.unwrap();
     wr.send(&Packet::Subscribe(
@@ -433,17 +426,7 @@ async fn a_persistent_session_stays_on_its_node() {
         other => panic!("the queued message followed the device to B: {other:?}"),
     }
     // The old node let the kept session go: calls now reach B.
-    let r = api(
-        &a.http,
-        "InvokeThingService",
-        &[
-            ("ProductKey", &pk),
-            ("DeviceName", "keeper"),
-            ("Identifier", "Reboot"),
-            ("Args", r#"{"Delay":3}"#),
-        ],
-    )
-    .await;
+    let r = reboot(&a.http, &pk, "keeper", 3, false).await;
     assert_eq!(r["Success"], true, "{r}");
     let got = rd.recv_timeout(Duration::from_secs(5)).await.unwrap();
     assert!(matches!(got, Packet::Publish(_)), "{got:?}");
@@ -477,17 +460,7 @@ async fn a_killed_node_loses_no_record_and_its_devices_move() {
     let mut acknowledged = Vec::new();
     for i in 0..4 {
         let dn = format!("kill-{i}");
-        let r = api(
-            &a_http,
-            "InvokeThingService",
-            &[
-                ("ProductKey", &pk),
-                ("DeviceName", &dn),
-                ("Identifier", "Reboot"),
-                ("Args", r#"{"Delay":1}"#),
-            ],
-        )
-        .await;
+        let r = reboot(&a_http, &pk, &dn, 1, false).await;
         assert_eq!(r["Success"], true, "{r}");
         acknowledged.push((dn, r["Data"]["MessageId"].as_str().unwrap().to_owned()));
     }
