@@ -66,6 +66,18 @@ async fn login(
     }
 }
 
+/// Every node tells the same status of the device.
+async fn status_everywhere(nodes: &[&Node], pk: &str, dn: &str, expected: &str) {
+    for node in nodes {
+        assert_eq!(
+            status(&node.http, pk, dn).await,
+            expected,
+            "on {}",
+            node.name
+        );
+    }
+}
+
 /// An async `Reboot` call through a node (QoS 1 when `qos1`).
 async fn reboot(http: &str, pk: &str, dn: &str, delay: u32, qos1: bool) -> serde_json::Value {
     let args = format!(r#"{{"Delay":{delay}}}"#);
@@ -208,14 +220,7 @@ async fn sessions_and_the_registry_follow_devices_across_nodes() {
     let (mut on_b, _wb) = login(&b.mqtt, &pk, "mover", &secret, true).await.unwrap();
     let took = closed_within(&mut on_a, Duration::from_secs(1)).await;
     eprintln!("the session on A closed {took:?} after the login on B");
-    for node in [a, b, cc] {
-        assert_eq!(
-            status(&node.http, &pk, "mover").await,
-            "ONLINE",
-            "on {}",
-            node.name
-        );
-    }
+    status_everywhere(&[a, b, cc], &pk, "mover", "ONLINE").await;
 
     // Disabled through A: disconnected on B within 1 s, refused on C.
     let r = api(
@@ -229,14 +234,7 @@ async fn sessions_and_the_registry_follow_devices_across_nodes() {
     eprintln!("the session on B closed {took:?} after DisableThing on A");
     let refused = login(&cc.mqtt, &pk, "mover", &secret, true).await;
     assert!(refused.is_err(), "a disabled device logged in on C");
-    for node in [a, b, cc] {
-        assert_eq!(
-            status(&node.http, &pk, "mover").await,
-            "DISABLE",
-            "on {}",
-            node.name
-        );
-    }
+    status_everywhere(&[a, b, cc], &pk, "mover", "DISABLE").await;
     let r = api(
         &b.http,
         "EnableThing",
