@@ -525,9 +525,13 @@ impl Cluster {
                 let me = Arc::clone(&me);
                 tokio::spawn(async move {
                     let (outcome, reply) = match codec::decode_delivery(&msg.payload) {
-                        Ok((delivery, _origin, wait)) => {
-                            let wait = wait.min(me.sync_timeout);
-                            me.deliver_for(delivery, wait).await
+                        Ok((delivery, origin, wait)) => {
+                            let (id, wait) = (delivery.message_id, wait.min(me.sync_timeout));
+                            let (outcome, reply) = me.deliver_for(delivery, wait).await;
+                            if let Err(e) = &outcome {
+                                tracing::debug!(%origin, message_id = %id, error = %e, "a call of another node not delivered");
+                            }
+                            (outcome, reply)
                         }
                         Err(e) => (
                             Err(TransportError::Failed(format!("a malformed delivery: {e}"))),
