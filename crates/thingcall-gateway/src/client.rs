@@ -6,12 +6,17 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rumqttc::mqttbytes::Error as CodecError;
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, Login, Packet};
+use std::sync::Arc;
 use thingcall_sign::SignMethod;
 use thingcall_sign::device::{MqttClientId, password, password_content, username};
 use thingcall_transport::DeviceKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+
+use crate::ws::{self, WsStream};
 
 /// Credentials for one device, ready for CONNECT.
 #[derive(Clone, Debug)]
@@ -78,19 +83,120 @@ pub fn connect_packet(c: &Credentials, keep_alive: u16, clean_session: bool) -> 
     connect
 }
 
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// Reading half of a connection.
-#[derive(Debug)]
 pub struct Reader {
-    rd: OwnedReadHalf,
+    rd: ReadHalf,
     buf: BytesMut,
 }
 
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Writing half of a connection.
-#[derive(Debug)]
 pub struct Writer {
-    wr: OwnedWriteHalf,
+    wr: WriteHalf,
     out: BytesMut,
 }
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+/// How a device reaches the gateway: plain TCP by default, over TLS, over
+/// a WebSocket (path `/mqtt`, subprotocol `mqtt`), or both.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// TLS with this configuration (see [`tls_trusting`]); none: plaintext.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// MQTT inside WebSocket binary frames.
+    pub websocket: bool,
+}
+
+/// A TLS client configuration that trusts the CA certificates in a PEM
+/// file (a test or demo CA: `thingcall serve --demo` writes `ca.pem`).
+pub fn tls_trusting(ca_pem: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let bad = |e: String| ClientError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+    let pem = std::fs::read(ca_pem).map_err(|e| bad(format!("{}: {e}", ca_pem.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(format!("{}: {e}", ca_pem.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("{}: {e}", ca_pem.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(format!("{}: no CERTIFICATE block", ca_pem.display())));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The host part of `host:port` (brackets of an IPv6 literal removed).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+async fn open(addr: &str, transport: &Transport) -> Result<(ReadHalf, WriteHalf), ClientError> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let split = |s: Box<dyn Duplex>| {
+        let (r, w) = tokio::io::split(s);
+        (Box::new(r) as ReadHalf, Box::new(w) as WriteHalf)
+    };
+    let stream: Box<dyn Duplex> = match &transport.tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = ServerName::try_from(host_of(addr).to_owned())
+                .map_err(|e| ClientError::Codec(format!("server name {addr:?}: {e}")))?;
+            let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                .connect(name, tcp)
+                .await?;
+            Box::new(tls)
+        }
+    };
+    if !transport.websocket {
+        return Ok(split(stream));
+    }
+    let scheme = if transport.tls.is_some() { "wss" } else { "ws" };
+    let request = tokio_tungstenite::tungstenite::http::Request::builder()
+        .uri(format!("{scheme}://{addr}{}", ws::PATH))
+        .header("Host", addr)
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .header("Sec-WebSocket-Protocol", ws::SUBPROTOCOLS[0])
+        .body(())
+        .map_err(|e| ClientError::Codec(e.to_string()))?;
+    let (socket, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .map_err(|e| ClientError::Codec(format!("WebSocket upgrade: {e}")))?;
+    let tls = transport.tls.is_some();
+    Ok(split(Box::new(WsStream::new(socket, tls))))
+}
+
+/// A byte stream of any kind (TCP, TLS, WebSocket).
+trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
 
 /// Why a connection failed.
 #[derive(Debug)]
@@ -155,12 +261,14 @@ impl Writer {
             .write(&mut self.out, usize::MAX)
             .map_err(|e| ClientError::Codec(e.to_string()))?;
         self.wr.write_all(&self.out).await?;
+        self.wr.flush().await?;
         Ok(())
     }
 
     /// Sends raw bytes (tests use this for malformed frames).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.wr.write_all(bytes).await?;
+        self.wr.flush().await?;
         Ok(())
     }
 }
@@ -171,9 +279,16 @@ pub async fn connect(
     addr: &str,
     connect: Connect,
 ) -> Result<(ConnAck, Reader, Writer), ClientError> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (rd, wr) = stream.into_split();
+    connect_over(addr, &Transport::default(), connect).await
+}
+
+/// Like [`connect`], over `transport` (TLS, WebSocket).
+pub async fn connect_over(
+    addr: &str,
+    transport: &Transport,
+    connect: Connect,
+) -> Result<(ConnAck, Reader, Writer), ClientError> {
+    let (rd, wr) = open(addr, transport).await?;
     let mut reader = Reader {
         rd,
         buf: BytesMut::with_capacity(4096),

@@ -24,10 +24,12 @@
 
 pub mod acl;
 pub mod client;
+pub mod listen;
 pub mod metrics;
 pub mod registry;
 mod session;
 pub mod simulator;
+pub mod ws;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -80,6 +82,14 @@ pub struct GatewayConfig {
     /// captured CONNECT cannot be replayed later. Alibaba checks no window
     /// (and the C SDK signs a constant), so this is off by default.
     pub timestamp_window: Option<Duration>,
+    /// Device connections open at once, over all listeners, counting those
+    /// still in their TLS handshake or WebSocket upgrade; a connection
+    /// beyond this is closed at once.
+    pub max_connections: usize,
+    /// How long a TLS handshake or WebSocket upgrade may take.
+    pub handshake_timeout: Duration,
+    /// Refuse every CONNECT that did not come over TLS (CONNACK 5).
+    pub require_tls: bool,
 }
 
 impl Default for GatewayConfig {
@@ -94,12 +104,15 @@ impl Default for GatewayConfig {
             offline_queue: 1000,
             write_stall_timeout: Duration::from_secs(20),
             timestamp_window: None,
+            max_connections: 100_000,
+            handshake_timeout: Duration::from_secs(10),
+            require_tls: false,
         }
     }
 }
 
-/// A byte stream a device is connected over: TCP, or later TLS or a
-/// WebSocket. The session reads and writes it; `abort` ends it at once.
+/// A byte stream a device is connected over: TCP, TLS or a WebSocket. The
+/// session reads and writes it; `abort` ends it at once.
 pub trait DeviceStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// Ends the connection without waiting for the device to read what is
     /// still queued (TCP: a reset through `SO_LINGER` 0). The default drops
@@ -108,6 +121,11 @@ pub trait DeviceStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     where
         Self: Sized,
     {
+    }
+
+    /// Whether the bytes travel encrypted (TLS underneath).
+    fn is_tls(&self) -> bool {
+        false
     }
 }
 
@@ -160,6 +178,8 @@ pub(crate) struct Inner {
     pub(crate) stored: Mutex<HashMap<DeviceKey, StoredSession>>,
     pub(crate) hub: EventHub,
     pub(crate) metrics: GatewayMetrics,
+    /// One permit per open connection (see `max_connections`).
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
     next_generation: AtomicU64,
 }
 
@@ -215,13 +235,18 @@ impl Gateway {
     ) -> Gateway {
         Gateway {
             inner: Arc::new(Inner {
-                config,
                 registry,
                 clock,
                 sessions: Mutex::new(HashMap::new()),
                 stored: Mutex::new(HashMap::new()),
                 hub: EventHub::new(),
                 metrics: GatewayMetrics::default(),
+                slots: Arc::new(tokio::sync::Semaphore::new(
+                    config
+                        .max_connections
+                        .min(tokio::sync::Semaphore::MAX_PERMITS),
+                )),
+                config,
                 next_generation: AtomicU64::new(1),
             }),
         }
@@ -258,33 +283,8 @@ impl Gateway {
         listener: TcpListener,
         stop: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let shutdown = stop;
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => {
-                    let (stream, addr) = match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            // Running out of file descriptors and the like:
-                            // keep serving the devices already connected.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    // Without TCP_NODELAY every QoS 1 round trip stalls
-                    // ~40 ms on delayed ACKs.
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::warn!(%addr, error = %e, "cannot set TCP_NODELAY");
-                    }
-                    let gateway = self.clone();
-                    tokio::spawn(async move { gateway.serve_connection(stream, addr).await });
-                }
-            }
-        }
-        Ok(())
+        self.accept_on(listener, listen::Listen::Mqtt { tls: None }, stop)
+            .await
     }
 
     /// Closes every open device session with `reason` (the devices see

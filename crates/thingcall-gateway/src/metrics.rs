@@ -21,8 +21,19 @@ macro_rules! counters {
 }
 
 counters!(
-    /// TCP connections accepted.
+    /// Connections accepted (TCP, TLS or WebSocket), counted once the
+    /// TLS handshake or WebSocket upgrade, if any, is done.
     connections_accepted,
+    /// Connections closed at once because the gateway holds its connection
+    /// limit (counting handshakes and upgrades in progress).
+    connections_over_limit,
+    /// TLS handshakes that failed or did not finish in time.
+    tls_handshakes_failed,
+    /// WebSocket upgrades refused (wrong path, no `mqtt` subprotocol, not a
+    /// WebSocket request) or not finished in time.
+    websocket_upgrades_failed,
+    /// CONNECTs over plaintext refused because TLS is required.
+    plaintext_logins_refused,
     /// CONNECTs answered with a non-zero CONNACK.
     connects_refused,
     /// Sessions closed because the same device logged in again.

@@ -128,7 +128,12 @@ impl<S: DeviceStream> Conn<S> {
     /// Writes a packet before the session exists (CONNACK), within `limit`.
     async fn send_within(&mut self, packet: Packet, limit: Duration) -> Result<(), End> {
         self.encode(packet)?;
-        match tokio::time::timeout(limit, self.wr.write_all(&self.out)).await {
+        let write = async {
+            self.wr.write_all(&self.out).await?;
+            // TLS and WebSocket streams hold bytes until flushed.
+            self.wr.flush().await
+        };
+        match tokio::time::timeout(limit, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::Error(e.to_string())),
             Err(_) => Err(End::Stalled),
@@ -159,17 +164,28 @@ impl<S: DeviceStream> Conn<S> {
         // Another branch than the write can only win while the write waits:
         // a session that ends in this loop ends with the device not reading.
         *blocked = true;
-        while at < out.len() {
+        // TLS and WebSocket streams hold bytes until flushed: the flush
+        // waits for the device like the write does, under the same watch.
+        let mut flushed = false;
+        while !flushed {
             // The write is polled first: when the socket takes the bytes at
             // once (nearly always) no timer is ever armed.
+            let step = async {
+                if at < out.len() {
+                    wr.write(&out[at..]).await.map(Some)
+                } else {
+                    wr.flush().await.map(|()| None)
+                }
+            };
             tokio::select! {
                 biased;
-                written = wr.write(&out[at..]) => match written {
-                    Ok(0) => return Err(End::Error("the socket accepts no more bytes".to_owned())),
-                    Ok(n) => {
+                progress = step => match progress {
+                    Ok(Some(0)) => return Err(End::Error("the socket accepts no more bytes".to_owned())),
+                    Ok(Some(n)) => {
                         at += n;
                         stall_at = Instant::now() + watch.stall;
                     }
+                    Ok(None) => flushed = true,
                     Err(e) => return Err(End::Error(e.to_string())),
                 },
                 _ = watch.kick.changed() => return Err(watch.kicked()),
@@ -181,10 +197,6 @@ impl<S: DeviceStream> Conn<S> {
                     Err(e) => return Err(End::Error(e.to_string())),
                 },
             }
-        }
-        // TLS and WebSocket streams hold bytes until flushed.
-        if let Err(e) = wr.flush().await {
-            return Err(End::Error(e.to_string()));
         }
         *blocked = false;
         Ok(())
@@ -210,6 +222,7 @@ impl<S: DeviceStream> Conn<S> {
 }
 
 pub(crate) async fn run<S: DeviceStream>(inner: Arc<Inner>, stream: S, addr: SocketAddr) {
+    let secure = stream.is_tls();
     let (rd, wr) = tokio::io::split(stream);
     // Small initial buffers: most devices are idle most of the time, and a
     // buffer grows when a big message comes.
@@ -242,7 +255,7 @@ pub(crate) async fn run<S: DeviceStream>(inner: Arc<Inner>, stream: S, addr: Soc
         }
     };
 
-    let auth = match authenticate(&inner, &connect).await {
+    let auth = match authenticate(&inner, &connect, secure).await {
         Ok(auth) => auth,
         Err(code) => {
             GatewayMetrics::inc(&inner.metrics.connects_refused);
@@ -260,8 +273,20 @@ struct Auth {
     client_id: MqttClientId,
 }
 
-async fn authenticate(inner: &Inner, connect: &Connect) -> Result<Auth, ConnectReturnCode> {
+async fn authenticate(
+    inner: &Inner,
+    connect: &Connect,
+    secure: bool,
+) -> Result<Auth, ConnectReturnCode> {
     let cfg = &inner.config;
+    // `securemode` in the client id is not compared with the transport:
+    // Alibaba's SDKs write 2 or 3 by their own settings, and both work on
+    // either kind of connection here (docs/COMPATIBILITY.md). Plaintext
+    // logins are refused only when the operator asks for TLS.
+    if cfg.require_tls && !secure {
+        GatewayMetrics::inc(&inner.metrics.plaintext_logins_refused);
+        return Err(ConnectReturnCode::NotAuthorized);
+    }
     if !(cfg.min_keepalive..=cfg.max_keepalive).contains(&connect.keep_alive) {
         return Err(ConnectReturnCode::BadClientId);
     }
@@ -638,7 +663,9 @@ async fn handle_packet<S: DeviceStream>(
             inflight.by_pkid.remove(&ack.pkid);
             Ok(())
         }
-        Packet::Publish(publish) => handle_publish(inner, conn, watch, device, publish).await,
+        Packet::Publish(publish) => {
+            handle_publish(inner, conn, watch, device, filters, publish).await
+        }
         Packet::Subscribe(sub) => handle_subscribe(inner, conn, watch, device, filters, sub).await,
         Packet::Unsubscribe(Unsubscribe { pkid, topics }) => {
             lock(filters).retain(|(f, _)| !topics.contains(f));
@@ -689,6 +716,7 @@ async fn handle_publish<S: DeviceStream>(
     conn: &mut Conn<S>,
     watch: &mut Watch,
     device: &DeviceKey,
+    filters: &Filters,
     publish: Publish,
 ) -> Result<(), End> {
     if publish.qos == QoS::ExactlyOnce {
@@ -706,6 +734,10 @@ async fn handle_publish<S: DeviceStream>(
     if publish.qos == QoS::AtLeastOnce {
         conn.send(Packet::PubAck(PubAck::new(publish.pkid)), watch)
             .await?;
+    }
+    let (ntp_request, ntp_response) = acl::ntp_topics(device);
+    if publish.topic == ntp_request {
+        return answer_ntp(inner, conn, watch, device, filters, &publish, ntp_response).await;
     }
     let via_and_id = match Topic::parse(&publish.topic) {
         Ok(Topic::RrpcResponse { message_id, .. }) | Ok(Topic::ExtRrpc { message_id, .. }) => {
@@ -755,4 +787,42 @@ async fn handle_publish<S: DeviceStream>(
     };
     inner.hub.publish(TransportEvent::Reply(event)).await;
     Ok(())
+}
+
+/// Answers a time request (`/ext/ntp/{pk}/{dn}/request`, payload
+/// `{"deviceSendTime":"..."}`) on `.../response` with the device's time
+/// and the gateway's receive and send times in milliseconds, as Alibaba
+/// does for the C and Node SDKs. Sent only if the device subscribed.
+async fn answer_ntp<S: DeviceStream>(
+    inner: &Inner,
+    conn: &mut Conn<S>,
+    watch: &mut Watch,
+    device: &DeviceKey,
+    filters: &Filters,
+    publish: &Publish,
+    response_topic: String,
+) -> Result<(), End> {
+    let received = inner.clock.now().get();
+    let sent_at = serde_json::from_slice::<serde_json::Value>(&publish.payload)
+        .ok()
+        .and_then(|v| v.get("deviceSendTime").cloned());
+    let Some(device_send_time) = sent_at else {
+        GatewayMetrics::inc(&inner.metrics.bad_payloads);
+        tracing::info!(%device, "time request without deviceSendTime; not answered");
+        return Ok(());
+    };
+    if crate::matching_qos(&lock(filters), &response_topic).is_none() {
+        GatewayMetrics::inc(&inner.metrics.uplinks_ignored);
+        tracing::debug!(%device, "time request from a device not subscribed to the response");
+        return Ok(());
+    }
+    let body = serde_json::json!({
+        "deviceSendTime": device_send_time,
+        "serverRecvTime": received.to_string(),
+        "serverSendTime": inner.clock.now().get().to_string(),
+    });
+    // QoS 0: a late time answer is worse than none.
+    let answer = Publish::new(response_topic, QoS::AtMostOnce, body.to_string());
+    GatewayMetrics::inc(&inner.metrics.messages_sent);
+    conn.send(Packet::Publish(answer), watch).await
 }

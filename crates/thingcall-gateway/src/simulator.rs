@@ -45,6 +45,8 @@ pub struct SimulatorConfig {
     pub keep_alive: u16,
     /// Seed for generated data and failures.
     pub seed: u64,
+    /// Plain TCP (the default), TLS, WebSocket.
+    pub transport: client::Transport,
 }
 
 impl SimulatorConfig {
@@ -68,6 +70,7 @@ impl SimulatorConfig {
             auto_subscribe: true,
             keep_alive: 60,
             seed: 0,
+            transport: client::Transport::default(),
         }
     }
 }
@@ -140,8 +143,9 @@ pub async fn run(
             ..CredentialOptions::default()
         },
     );
-    let (ack, mut reader, mut writer) = client::connect(
+    let (ack, mut reader, mut writer) = client::connect_over(
         &cfg.server,
+        &cfg.transport,
         client::connect_packet(&creds, cfg.keep_alive, true),
     )
     .await?;

@@ -1,0 +1,256 @@
+//! The gateway's listeners: MQTT over TCP (which also takes TLS handshakes
+//! when a certificate is configured), MQTT over TLS, and MQTT over
+//! WebSocket, plain or over TLS.
+//!
+//! Every connection takes one of the gateway's connection slots from the
+//! moment it is accepted, through its TLS handshake and WebSocket upgrade,
+//! to its end; a connection that finds none left is closed at once. A
+//! handshake or upgrade that is not done within
+//! [`GatewayConfig::handshake_timeout`](crate::GatewayConfig) is closed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::metrics::GatewayMetrics;
+use crate::ws::{self, WsStream};
+use crate::{DeviceStream, Gateway};
+
+/// The first byte of a TLS handshake record (a ClientHello); an MQTT
+/// CONNECT starts with 0x10.
+pub const TLS_HANDSHAKE_BYTE: u8 = 0x16;
+
+/// What a device listener speaks.
+#[derive(Clone)]
+pub enum Listen {
+    /// MQTT over TCP. With an acceptor, a connection whose first byte opens
+    /// a TLS handshake is served over TLS, as on Alibaba's port 1883.
+    Mqtt {
+        /// The TLS configuration for connections that start a handshake.
+        tls: Option<TlsAcceptor>,
+    },
+    /// MQTT over TLS only.
+    Mqtts(TlsAcceptor),
+    /// MQTT over WebSocket on path `/mqtt`, over TLS with an acceptor.
+    WebSocket {
+        /// The TLS configuration (`wss://`), or none (`ws://`).
+        tls: Option<TlsAcceptor>,
+    },
+}
+
+impl std::fmt::Debug for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Listen::Mqtt { tls: None } => "mqtt",
+            Listen::Mqtt { tls: Some(_) } => "mqtt (and TLS by first byte)",
+            Listen::Mqtts(_) => "mqtts",
+            Listen::WebSocket { tls: None } => "mqtt-ws",
+            Listen::WebSocket { tls: Some(_) } => "mqtt-wss",
+        })
+    }
+}
+
+impl<S: DeviceStream> DeviceStream for TlsStream<S> {
+    fn abort(self) {
+        let (io, _) = self.into_inner();
+        io.abort();
+    }
+
+    fn is_tls(&self) -> bool {
+        true
+    }
+}
+
+/// Why a connection never reached the MQTT session.
+enum Refused {
+    Tls(std::io::Error),
+    Upgrade(String),
+    Closed,
+}
+
+async fn tls_accept(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+) -> Result<TlsStream<TcpStream>, Refused> {
+    acceptor.accept(stream).await.map_err(Refused::Tls)
+}
+
+async fn upgrade<S: DeviceStream>(
+    stream: S,
+    max_packet: usize,
+    tls: bool,
+) -> Result<WsStream<S>, Refused> {
+    tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        ws::check_upgrade,
+        Some(ws::config(max_packet)),
+    )
+    .await
+    .map(|w| WsStream::new(w, tls))
+    .map_err(|e| Refused::Upgrade(e.to_string()))
+}
+
+/// Whether a connection's first byte opens a TLS handshake (None: the peer
+/// closed before sending anything).
+async fn starts_tls(stream: &TcpStream) -> Result<bool, Refused> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(0) => Err(Refused::Closed),
+        Ok(_) => Ok(first[0] == TLS_HANDSHAKE_BYTE),
+        Err(e) => Err(Refused::Tls(e)),
+    }
+}
+
+impl Gateway {
+    /// Accepts devices on `listener`, speaking `kind`, until `stop`
+    /// completes; the sessions already open stay open (see
+    /// [`Gateway::accept`]).
+    pub async fn accept_on(
+        &self,
+        listener: tokio::net::TcpListener,
+        kind: Listen,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                accepted = listener.accept() => {
+                    let (stream, addr) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Running out of file descriptors and the like:
+                            // keep serving the devices already connected.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(slot) = std::sync::Arc::clone(&self.inner.slots).try_acquire_owned() else {
+                        GatewayMetrics::inc(&self.inner.metrics.connections_over_limit);
+                        tracing::warn!(%addr, limit = self.inner.config.max_connections, "connection limit reached; closing a new connection");
+                        stream.abort();
+                        continue;
+                    };
+                    // Without TCP_NODELAY every QoS 1 round trip stalls
+                    // ~40 ms on delayed ACKs.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::warn!(%addr, error = %e, "cannot set TCP_NODELAY");
+                    }
+                    let gateway = self.clone();
+                    let kind = kind.clone();
+                    tokio::spawn(async move {
+                        gateway.handshake_and_serve(stream, addr, kind).await;
+                        drop(slot);
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handshake_and_serve(&self, stream: TcpStream, addr: SocketAddr, kind: Listen) {
+        let limit = self.inner.config.handshake_timeout;
+        let max_packet = self.inner.config.max_packet;
+        let metrics = &self.inner.metrics;
+        // Each arm finishes its handshake within the limit, then serves the
+        // session (which has limits of its own).
+        let outcome = match kind {
+            Listen::Mqtt { tls: None } => {
+                self.serve_connection(stream, addr).await;
+                Ok(())
+            }
+            Listen::Mqtt {
+                tls: Some(acceptor),
+            } => {
+                // One deadline for the first byte and the handshake.
+                let deadline = tokio::time::Instant::now() + limit;
+                match tokio::time::timeout_at(deadline, starts_tls(&stream)).await {
+                    // Plain MQTT: the session reads what was peeked.
+                    Ok(Ok(false)) => {
+                        self.serve_connection(stream, addr).await;
+                        Ok(())
+                    }
+                    Ok(Ok(true)) => {
+                        match tokio::time::timeout_at(deadline, tls_accept(&acceptor, stream)).await
+                        {
+                            Ok(Ok(tls)) => {
+                                self.serve_connection(tls, addr).await;
+                                Ok(())
+                            }
+                            Ok(Err(e)) => Err(e),
+                            Err(_) => Err(Refused::Tls(timed_out("TLS handshake"))),
+                        }
+                    }
+                    Ok(Err(e)) => Err(e),
+                    // Silent for the whole limit: as a plain connection that
+                    // sends no CONNECT in time.
+                    Err(_) => {
+                        tracing::info!(%addr, "nothing received in time; closing");
+                        Err(Refused::Closed)
+                    }
+                }
+            }
+            Listen::Mqtts(acceptor) => {
+                match tokio::time::timeout(limit, tls_accept(&acceptor, stream)).await {
+                    Ok(Ok(tls)) => {
+                        self.serve_connection(tls, addr).await;
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(Refused::Tls(timed_out("TLS handshake"))),
+                }
+            }
+            Listen::WebSocket { tls: None } => {
+                match tokio::time::timeout(limit, upgrade(stream, max_packet, false)).await {
+                    Ok(Ok(ws)) => {
+                        self.serve_connection(ws, addr).await;
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(Refused::Upgrade("not finished in time".to_owned())),
+                }
+            }
+            Listen::WebSocket {
+                tls: Some(acceptor),
+            } => {
+                let ready = tokio::time::timeout(limit, async {
+                    let tls = tls_accept(&acceptor, stream).await?;
+                    upgrade(tls, max_packet, true).await
+                })
+                .await;
+                match ready {
+                    Ok(Ok(ws)) => {
+                        self.serve_connection(ws, addr).await;
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(Refused::Upgrade(
+                        "TLS handshake and upgrade not finished in time".to_owned(),
+                    )),
+                }
+            }
+        };
+        match outcome {
+            Ok(()) | Err(Refused::Closed) => {}
+            Err(Refused::Tls(e)) => {
+                GatewayMetrics::inc(&metrics.tls_handshakes_failed);
+                tracing::info!(%addr, error = %e, "TLS handshake failed; closing");
+            }
+            Err(Refused::Upgrade(e)) => {
+                GatewayMetrics::inc(&metrics.websocket_upgrades_failed);
+                tracing::info!(%addr, error = %e, "WebSocket upgrade refused; closing");
+            }
+        }
+    }
+}
+
+fn timed_out(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("the {what} did not finish in time"),
+    )
+}
