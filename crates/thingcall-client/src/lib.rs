@@ -31,6 +31,7 @@
 
 pub mod credentials;
 pub mod error;
+mod insecure;
 pub mod request;
 
 use std::sync::Arc;
@@ -136,6 +137,8 @@ pub struct ClientBuilder {
     retries: u32,
     backoff: Duration,
     extra_roots: Vec<Vec<u8>>,
+    ca_file_given: bool,
+    insecure: bool,
     clock: Option<Arc<dyn Clock>>,
 }
 
@@ -204,6 +207,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the CA certificates of a PEM file besides the public roots (a
+    /// self-hosted server's CA). Without this, the file named by
+    /// `ALIBABA_CLOUD_CA_BUNDLE` is used when that variable is set, as the
+    /// official Python SDK does.
+    pub fn ca_file(mut self, path: impl AsRef<std::path::Path>) -> Result<ClientBuilder, Error> {
+        self.extra_roots.extend(read_ca_file(path.as_ref())?);
+        self.ca_file_given = true;
+        Ok(self)
+    }
+
+    /// **Turns certificate checking off**: any server, or anyone between,
+    /// can read and change the traffic, and learn every signed request.
+    /// For a throw-away local server only; prefer [`ClientBuilder::ca_file`].
+    pub fn danger_accept_invalid_certs(mut self, yes: bool) -> ClientBuilder {
+        self.insecure = yes;
+        self
+    }
+
     /// The clock used for signature timestamps.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> ClientBuilder {
         self.clock = Some(clock);
@@ -215,7 +236,13 @@ impl ClientBuilder {
         let credentials = Credentials::resolve(self.credentials)?;
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots());
-        for der in self.extra_roots {
+        let mut extra = self.extra_roots;
+        if !self.ca_file_given
+            && let Some(path) = std::env::var_os(CA_BUNDLE_ENV).filter(|p| !p.is_empty())
+        {
+            extra.extend(read_ca_file(std::path::Path::new(&path))?);
+        }
+        for der in extra {
             roots
                 .add(rustls::pki_types::CertificateDer::from(der))
                 .map_err(|e| Error::config(format!("bad root certificate: {e}")))?;
@@ -226,6 +253,12 @@ impl ClientBuilder {
             .map_err(|e| Error::config(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        let tls = if self.insecure {
+            tracing::warn!("TLS certificate checking is OFF for this client");
+            insecure::disable_verification(tls)
+        } else {
+            tls
+        };
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
@@ -251,6 +284,27 @@ impl ClientBuilder {
             clock: self.clock.unwrap_or_else(|| Arc::new(WallClock)),
         })
     }
+}
+
+/// The environment variable naming a PEM CA bundle to trust, as the
+/// official Python SDK (`aliyunsdkcore`) reads it.
+pub const CA_BUNDLE_ENV: &str = "ALIBABA_CLOUD_CA_BUNDLE";
+
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<Vec<u8>>, Error> {
+    use rustls::pki_types::pem::PemObject as _;
+    let pem = std::fs::read(path)
+        .map_err(|e| Error::config(format!("CA file {}: {e}", path.display())))?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::config(format!("CA file {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::config(format!(
+            "CA file {}: no CERTIFICATE block",
+            path.display()
+        )));
+    }
+    Ok(certs)
 }
 
 fn webpki_roots() -> impl Iterator<Item = rustls::pki_types::TrustAnchor<'static>> {
@@ -296,6 +350,8 @@ impl Client {
             retries: 2,
             backoff: Duration::from_millis(200),
             extra_roots: Vec::new(),
+            ca_file_given: false,
+            insecure: false,
             clock: None,
         }
     }

@@ -49,6 +49,11 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// The region reported by QueryDeviceDetail.
     pub region: String,
+    /// HTTP and HTTPS connections open at once (counting TLS handshakes);
+    /// beyond this a new connection is closed at once.
+    pub max_http_connections: usize,
+    /// How long an HTTPS handshake may take.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +64,8 @@ impl Default for ServerConfig {
             reply_mode: ReplyMode::Lenient,
             max_body: 1024 * 1024,
             region: "cn-shanghai".to_owned(),
+            max_http_connections: 16 * 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }

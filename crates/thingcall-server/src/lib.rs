@@ -29,6 +29,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use thingcall_core::{Clock, Secret};
+use thingcall_gateway::listen::Listen;
 use thingcall_gateway::simulator::{self, SimulatorConfig};
 use thingcall_gateway::{Gateway, GatewayConfig};
 use thingcall_transport::DeviceKey;
@@ -290,6 +291,19 @@ impl Server {
         mqtt: SocketAddr,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
+        self.run_demo_device_over(demo, mqtt, simulator_transport(), shutdown)
+            .await
+    }
+
+    /// Like [`Server::run_demo_device`], over `transport` (TLS when the
+    /// server requires it of devices).
+    pub async fn run_demo_device_over(
+        &self,
+        demo: &Demo,
+        mqtt: SocketAddr,
+        transport: thingcall_gateway::client::Transport,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
         let model = match self.state.published_model(&demo.product_key) {
             Ok(Some(m)) => m,
             _ => {
@@ -306,6 +320,7 @@ impl Server {
         let cfg = SimulatorConfig {
             latency: Duration::from_millis(2),
             seed: 1,
+            transport,
             ..SimulatorConfig::new(
                 mqtt.to_string(),
                 DeviceKey::new(pk, dn),
@@ -343,6 +358,31 @@ impl Server {
         mqtt: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
+        self.serve_on(Listeners::plain(http, mqtt), shutdown).await
+    }
+
+    /// Like [`Server::serve`], on every listener in `listeners` (HTTPS, MQTT
+    /// over TLS and over WebSocket besides the plain ones).
+    pub async fn serve_on(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let Listeners {
+            http,
+            https,
+            mqtt,
+            mqtts,
+            mqtt_ws,
+            mqtt_wss,
+            tls,
+        } = listeners;
+        let needs_tls = https.is_some() || mqtts.is_some() || mqtt_wss.is_some();
+        if needs_tls && tls.is_none() {
+            return Err(std::io::Error::other(
+                "the HTTPS, MQTTS and secure WebSocket listeners need a certificate",
+            ));
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let events = Arc::clone(&self.state).run_events(self.state.transport.subscribe());
         let cluster_tasks = match &self.cluster {
@@ -354,53 +394,90 @@ impl Server {
         };
         let events = tokio::spawn(events);
         let sweeper = tokio::spawn(Arc::clone(&self.state).run_sweeper());
-        let gateway = self.gateway.clone();
-        let mut gw_stop = stop_rx.clone();
-        // A server made from parts has no gateway; its MQTT listener is
+        let acceptor = |alpn: &[&[u8]]| {
+            tls.as_ref()
+                .map(|t| tokio_rustls::TlsAcceptor::from(t.config(alpn)))
+        };
+        let mut device_listeners = vec![(mqtt, Listen::Mqtt { tls: acceptor(&[]) })];
+        if let (Some(l), Some(a)) = (mqtts, acceptor(&[])) {
+            device_listeners.push((l, Listen::Mqtts(a)));
+        }
+        if let Some(l) = mqtt_ws {
+            device_listeners.push((l, Listen::WebSocket { tls: None }));
+        }
+        if let (Some(l), Some(a)) = (mqtt_wss, acceptor(&[b"http/1.1"])) {
+            device_listeners.push((l, Listen::WebSocket { tls: Some(a) }));
+        }
+        // A server made from parts has no gateway; its MQTT listeners are
         // closed unused. The gateway stops accepting devices as soon as
         // shutdown begins; its open sessions stay until the calls in
         // flight are answered.
-        let gw_task = tokio::spawn(async move {
-            match gateway {
-                Some(g) => {
-                    g.accept(mqtt, async move {
-                        let _ = gw_stop.wait_for(|s| *s).await;
-                    })
-                    .await
+        let mut gw_tasks = Vec::new();
+        for (listener, kind) in device_listeners {
+            let gateway = self.gateway.clone();
+            let mut gw_stop = stop_rx.clone();
+            gw_tasks.push(tokio::spawn(async move {
+                match gateway {
+                    Some(g) => {
+                        g.accept_on(listener, kind, async move {
+                            let _ = gw_stop.wait_for(|s| *s).await;
+                        })
+                        .await
+                    }
+                    None => Ok(()),
                 }
-                None => Ok(()),
-            }
+            }));
+        }
+        let watcher = tls.clone().map(|t| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(t.watch(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
         });
+        let https_acceptor = acceptor(&[b"http/1.1"]);
+        let handshake_limit = self.state.config.tls_handshake_timeout;
+        let http_slots = Arc::new(tokio::sync::Semaphore::new(
+            self.state.config.max_http_connections,
+        ));
 
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
+            let (accepted, secure) = tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = http.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "HTTP accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let state = Arc::clone(&self.state);
-                    let service = service_fn(move |req| http::handle(Arc::clone(&state), req));
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(30))
-                        .serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "HTTP connection ended with an error");
-                        }
-                    });
+                a = http.accept() => (a, false),
+                a = accept_if(https.as_ref()) => (a, true),
+            };
+            let (stream, addr) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
-            }
+            };
+            let Ok(slot) = Arc::clone(&http_slots).try_acquire_owned() else {
+                self.state.metrics.http_over_limit();
+                tracing::warn!(%addr, "HTTP connection limit reached; closing a new connection");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let state = Arc::clone(&self.state);
+            let watcher = graceful.watcher();
+            let acceptor = if secure { https_acceptor.clone() } else { None };
+            tokio::spawn(async move {
+                let _slot = slot;
+                match acceptor {
+                    None => serve_http(state, TokioIo::new(stream), watcher).await,
+                    Some(a) => match thingcall_tls::accept(&a, stream, handshake_limit).await {
+                        Ok(tls) => serve_http(state, TokioIo::new(tls), watcher).await,
+                        Err(e) => {
+                            state.metrics.https_handshake_failed();
+                            tracing::info!(%addr, error = %e, "HTTPS handshake failed; closing");
+                        }
+                    },
+                }
+            });
         }
         self.state
             .stopping
@@ -417,7 +494,12 @@ impl Server {
         {
             tracing::warn!("some HTTP connections did not finish in time");
         }
-        let _ = gw_task.await;
+        for task in gw_tasks {
+            let _ = task.await;
+        }
+        if let Some(w) = watcher {
+            let _ = w.await;
+        }
         if let Some(c) = &self.cluster {
             c.drain(self.state.config.sync_timeout + Duration::from_secs(1))
                 .await;
@@ -440,6 +522,74 @@ impl Server {
         self.state.records.close().await;
         tracing::info!("store flushed; bye");
         Ok(())
+    }
+}
+
+/// Everything a server listens on. The plain HTTP and MQTT listeners are
+/// always there; the others are optional, and those over TLS need `tls`.
+/// With `tls`, the plain MQTT listener also serves devices that open with a
+/// TLS handshake (told by the first byte, as Alibaba's port 1883 does).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The HTTP API.
+    pub http: TcpListener,
+    /// The HTTP API over TLS.
+    pub https: Option<TcpListener>,
+    /// MQTT over TCP (and over TLS, with a certificate).
+    pub mqtt: TcpListener,
+    /// MQTT over TLS.
+    pub mqtts: Option<TcpListener>,
+    /// MQTT over WebSocket (`ws://HOST:PORT/mqtt`).
+    pub mqtt_ws: Option<TcpListener>,
+    /// MQTT over WebSocket over TLS (`wss://HOST:PORT/mqtt`).
+    pub mqtt_wss: Option<TcpListener>,
+    /// The certificate of every TLS listener, reloaded on SIGHUP and when
+    /// its files change.
+    pub tls: Option<thingcall_tls::ServerTls>,
+}
+
+impl Listeners {
+    /// Plain HTTP and MQTT only.
+    pub fn plain(http: TcpListener, mqtt: TcpListener) -> Listeners {
+        Listeners {
+            http,
+            https: None,
+            mqtt,
+            mqtts: None,
+            mqtt_ws: None,
+            mqtt_wss: None,
+            tls: None,
+        }
+    }
+}
+
+fn simulator_transport() -> thingcall_gateway::client::Transport {
+    thingcall_gateway::client::Transport::default()
+}
+
+/// Accepts on `listener`, or waits forever when there is none.
+async fn accept_if(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves the HTTP API on one connection (plain or TLS) until it ends or
+/// the server drains.
+async fn serve_http<I>(state: Arc<Engine>, io: I, watcher: hyper_util::server::graceful::Watcher)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| http::handle(Arc::clone(&state), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(io, service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
 }
 

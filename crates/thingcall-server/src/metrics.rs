@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use thingcall_gateway::GatewayMetrics;
@@ -29,6 +30,8 @@ pub(crate) struct Metrics {
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     replies: Mutex<BTreeMap<&'static str, u64>>,
     rejected_replies: Mutex<BTreeMap<&'static str, u64>>,
+    http_over_limit: AtomicU64,
+    https_handshakes_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -64,6 +67,16 @@ impl Metrics {
     /// One device reply that matched no call of that device, by reason.
     pub(crate) fn count_rejected_reply(&self, reason: &'static str) {
         *lock(&self.rejected_replies).entry(reason).or_default() += 1;
+    }
+
+    /// One HTTP connection closed at once: the connection limit was reached.
+    pub(crate) fn http_over_limit(&self) {
+        self.http_over_limit.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One HTTPS handshake that failed or did not finish in time.
+    pub(crate) fn https_handshake_failed(&self) {
+        self.https_handshakes_failed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus exposition.
@@ -145,6 +158,18 @@ impl Metrics {
             "thingcall_record_copy_failures_total {}",
             records.failed_copies
         );
+        out.push_str("# HELP thingcall_http_events_total HTTP connections refused, by reason.\n");
+        out.push_str("# TYPE thingcall_http_events_total counter\n");
+        for (event, n) in [
+            ("connections_over_limit", &self.http_over_limit),
+            ("tls_handshakes_failed", &self.https_handshakes_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "thingcall_http_events_total{{event=\"{event}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP thingcall_gateway_events_total MQTT gateway events by kind.\n");
         out.push_str("# TYPE thingcall_gateway_events_total counter\n");
         for (name, n) in gateway.snapshot() {

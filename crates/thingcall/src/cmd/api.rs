@@ -55,6 +55,15 @@ pub(crate) struct ApiArgs {
     /// How to print results: a table for people, JSON for scripts.
     #[arg(long, value_enum, default_value = "table")]
     output: Output,
+    /// Trust the CA certificate(s) in this PEM file for an https://
+    /// endpoint (or ALIBABA_CLOUD_CA_BUNDLE, as the official Python SDK).
+    #[arg(long, value_name = "CA.pem", env = "ALIBABA_CLOUD_CA_BUNDLE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// INSECURE: do not check the server's certificate at all. Anyone on
+    /// the path can read and change the traffic. Local throw-away servers
+    /// only; prefer --ca-file.
+    #[arg(long, conflicts_with = "ca_file")]
+    insecure: bool,
 }
 
 impl ApiArgs {
@@ -79,6 +88,15 @@ impl ApiArgs {
         }
         if let (Some(id), Some(secret)) = (&self.access_key_id, &self.access_key_secret) {
             b = b.credentials(Credentials::new(id.as_str(), secret.as_str()));
+        }
+        if let Some(ca) = &self.ca_file {
+            b = b.ca_file(ca).map_err(|e| format!("--ca-file: {e}"))?;
+        }
+        if self.insecure {
+            eprintln!(
+                "WARNING: --insecure: the server's TLS certificate is NOT checked; anyone on the path can read and change this traffic"
+            );
+            b = b.danger_accept_invalid_certs(true);
         }
         b.build().map_err(|e| e.to_string())
     }

@@ -77,6 +77,17 @@ pub(crate) struct SimulateArgs {
     /// Seed for generated replies and failures.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
+    /// Connect over TLS (to --mqtt, or to an MQTTS or WSS port), trusting
+    /// the CA in --ca-file.
+    #[arg(long, requires = "ca_file")]
+    pub(crate) tls: bool,
+    /// Speak MQTT over WebSocket (ws://HOST:PORT/mqtt; wss:// with --tls).
+    #[arg(long)]
+    pub(crate) websocket: bool,
+    /// The CA certificate(s) to trust, PEM (`serve --demo` writes
+    /// DATA_DIR/tls/ca.pem).
+    #[arg(long, value_name = "CA.pem")]
+    pub(crate) ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -9,9 +9,11 @@ use std::time::Duration;
 use clap::Args;
 use thingcall_core::{Clock, Secret};
 use thingcall_server::{
-    ClusterConfig, PostgresUrl, Server, ServerConfig, ServerOptions, StoreConfig, SystemClock,
+    ClusterConfig, Listeners, PostgresUrl, Server, ServerConfig, ServerOptions, StoreConfig,
+    SystemClock,
 };
 use thingcall_sign::v1;
+use thingcall_tls::{ServerTls, TlsFiles};
 use thingcall_wire::form::encode_pairs;
 
 use super::Outcome;
@@ -35,6 +37,43 @@ pub(crate) struct ServeArgs {
     /// The MQTT device gateway address (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:1883")]
     mqtt: SocketAddr,
+    /// The HTTP API over TLS (needs --tls-cert and --tls-key, or --demo).
+    #[arg(long, value_name = "ADDR")]
+    https: Option<SocketAddr>,
+    /// MQTT over TLS (needs a certificate, as --https). With a certificate,
+    /// the plain --mqtt port takes TLS handshakes too.
+    #[arg(long, value_name = "ADDR")]
+    mqtts: Option<SocketAddr>,
+    /// MQTT over WebSocket, plaintext: ws://ADDR/mqtt, subprotocol mqtt.
+    #[arg(long, value_name = "ADDR")]
+    mqtt_ws: Option<SocketAddr>,
+    /// MQTT over WebSocket over TLS: wss://ADDR/mqtt (needs a certificate).
+    #[arg(long, value_name = "ADDR")]
+    mqtt_wss: Option<SocketAddr>,
+    /// The server's certificate chain, PEM (or THINGCALL_TLS_CERT). Reloaded
+    /// on SIGHUP and when the file changes.
+    #[arg(
+        long,
+        value_name = "CHAIN.pem",
+        env = "THINGCALL_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key, PEM (or THINGCALL_TLS_KEY).
+    #[arg(
+        long,
+        value_name = "KEY.pem",
+        env = "THINGCALL_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Refuse every device that logs in without TLS (CONNACK 5).
+    #[arg(long)]
+    require_tls_devices: bool,
+    /// Device connections open at once over all MQTT listeners, counting
+    /// TLS handshakes and WebSocket upgrades in progress.
+    #[arg(long, default_value_t = 100_000)]
+    max_device_connections: usize,
     /// The data directory: the SQLite store (unless --store), the lock.
     #[arg(long, default_value = "./thingcall-data")]
     data_dir: PathBuf,
@@ -64,10 +103,14 @@ pub(crate) struct ServeArgs {
     /// How long a sync service call waits for the device (e.g. 5s, 800ms, 1m).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     sync_timeout: Duration,
-    /// Once both listeners are bound, write {"http":"ADDR","mqtt":"ADDR"} here.
+    /// Once every listener is bound, write {"http":"ADDR","mqtt":"ADDR",...}
+    /// here (with "https", "mqtts", "mqtt_ws", "mqtt_wss" for those on).
     #[arg(long)]
     ready_file: Option<PathBuf>,
     /// Create a demo product and device, and run the device in-process.
+    /// Without --tls-cert, also make a local CA and a certificate for
+    /// localhost in the data directory (once) and turn on HTTPS (8443),
+    /// MQTTS (8883) and secure WebSocket (8884) unless given elsewhere.
     #[arg(long)]
     demo: bool,
     /// Refuse a device CONNECT whose signed `timestamp` is further than this
@@ -105,6 +148,50 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener, S
             }
             _ => format!("cannot listen on {addr} ({flag}): {e}"),
         })
+}
+
+/// Binds an optional listener; a demo default (`true`) that is taken falls
+/// back to a free port.
+async fn bind_optional(
+    at: Option<(SocketAddr, bool)>,
+    flag: &str,
+) -> Result<Option<tokio::net::TcpListener>, String> {
+    let Some((addr, defaulted)) = at else {
+        return Ok(None);
+    };
+    match bind(addr, flag).await {
+        Ok(l) => Ok(Some(l)),
+        Err(_) if defaulted => bind(SocketAddr::new(addr.ip(), 0), flag).await.map(Some),
+        Err(e) => Err(e),
+    }
+}
+
+/// How to point each SDK at the demo CA.
+fn print_ca_help(
+    ca: &std::path::Path,
+    https: Option<SocketAddr>,
+    mqtts: Option<SocketAddr>,
+    wss: Option<SocketAddr>,
+) {
+    let ca = ca.display();
+    say!("  demo CA      {ca} (trust it, and only for this server):");
+    if let Some(addr) = https {
+        say!("    curl                    curl --cacert {ca} https://{addr}/...");
+        say!("    aliyunsdkcore (Python)  ALIBABA_CLOUD_CA_BUNDLE={ca}, endpoint {addr}");
+        say!("    tea SDKs (Python)       RuntimeOptions(ca='{ca}'), endpoint {addr}");
+        say!("    thingcall api           --endpoint https://{addr} --ca-file {ca}");
+    }
+    if let Some(addr) = mqtts {
+        say!(
+            "    linkkit (Python)        config_mqtt(port={}, secure='TLS', cadata=open('{ca}').read(), endpoint='{}')",
+            addr.port(),
+            addr.ip()
+        );
+        say!("    Node device SDK         brokerUrl mqtts://{addr}, NODE_EXTRA_CA_CERTS={ca}");
+    }
+    if let Some(addr) = wss {
+        say!("    browsers, mqtt.js       wss://{addr}/mqtt (subprotocol mqtt)");
+    }
 }
 
 async fn shutdown_signal() {
@@ -170,6 +257,42 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             })
         }
     };
+    let (tls_files, demo_ca) = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => (Some(TlsFiles::new(cert, key)), None),
+        _ if a.demo => {
+            let made = thingcall_tls::demo::ensure(&a.data_dir).map_err(|e| e.to_string())?;
+            (Some(made.files), Some(made.ca))
+        }
+        _ => (None, None),
+    };
+    if tls_files.is_none() {
+        for (given, flag) in [
+            (a.https.is_some(), "--https"),
+            (a.mqtts.is_some(), "--mqtts"),
+            (a.mqtt_wss.is_some(), "--mqtt-wss"),
+            (a.require_tls_devices, "--require-tls-devices"),
+        ] {
+            if given {
+                return Err(format!(
+                    "{flag} needs a certificate: give --tls-cert CHAIN.pem --tls-key KEY.pem"
+                ));
+            }
+        }
+    }
+    let tls = match tls_files {
+        Some(files) => Some(ServerTls::load(files).map_err(|e| format!("TLS: {e}"))?),
+        None => None,
+    };
+    // The demo turns the TLS listeners on at well-known ports; one that is
+    // taken falls back to a free port (the banner says which).
+    let demo_default = |given: Option<SocketAddr>, port: u16| match given {
+        Some(addr) => Some((addr, false)),
+        None if demo_ca.is_some() => Some((SocketAddr::from(([127, 0, 0, 1], port)), true)),
+        None => None,
+    };
+    let https_at = demo_default(a.https, 8443);
+    let mqtts_at = demo_default(a.mqtts, 8883);
+    let mqtt_wss_at = demo_default(a.mqtt_wss, 8884);
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -183,6 +306,8 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             },
             gateway: thingcall_gateway::GatewayConfig {
                 timestamp_window: a.device_timestamp_window,
+                require_tls: a.require_tls_devices,
+                max_connections: a.max_device_connections,
                 ..Default::default()
             },
             data_dir: a.data_dir.clone(),
@@ -202,13 +327,48 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
         };
         let http = bind(a.http, "--http").await?;
         let mqtt = bind(a.mqtt, "--mqtt").await?;
-        let (http_addr, mqtt_addr) = (
-            http.local_addr().map_err(|e| e.to_string())?,
-            mqtt.local_addr().map_err(|e| e.to_string())?,
-        );
+        let https = bind_optional(https_at, "--https").await?;
+        let mqtts = bind_optional(mqtts_at, "--mqtts").await?;
+        let mqtt_ws = bind_optional(a.mqtt_ws.map(|at| (at, false)), "--mqtt-ws").await?;
+        let mqtt_wss = bind_optional(mqtt_wss_at, "--mqtt-wss").await?;
+        let addr_of = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
+        let (http_addr, mqtt_addr) = (addr_of(&http)?, addr_of(&mqtt)?);
+        let optional_addr = |l: &Option<tokio::net::TcpListener>| match l {
+            Some(l) => addr_of(l).map(Some),
+            None => Ok(None),
+        };
+        let https_addr = optional_addr(&https)?;
+        let mqtts_addr = optional_addr(&mqtts)?;
+        let mqtt_ws_addr = optional_addr(&mqtt_ws)?;
+        let mqtt_wss_addr = optional_addr(&mqtt_wss)?;
         say!("thingcall {} serving", env!("CARGO_PKG_VERSION"));
         say!("  HTTP API     http://{http_addr}/");
-        say!("  MQTT devices {mqtt_addr}");
+        if let Some(addr) = https_addr {
+            say!("  HTTPS API    https://{addr}/");
+        }
+        if tls.is_some() {
+            say!("  MQTT devices {mqtt_addr} (plain, or TLS told by the first byte)");
+        } else {
+            say!("  MQTT devices {mqtt_addr}");
+        }
+        if let Some(addr) = mqtts_addr {
+            say!("  MQTT/TLS     {addr}");
+        }
+        if let Some(addr) = mqtt_ws_addr {
+            say!("  MQTT/WS      ws://{addr}/mqtt");
+        }
+        if let Some(addr) = mqtt_wss_addr {
+            say!("  MQTT/WSS     wss://{addr}/mqtt");
+        }
+        if let Some(t) = &tls {
+            say!(
+                "  certificate  {} (reloaded on SIGHUP and when it changes)",
+                t.files().cert.display()
+            );
+        }
+        if a.require_tls_devices {
+            say!("  devices      TLS required: plaintext logins are refused");
+        }
         match &store {
             StoreConfig::Sqlite => say!("  store        SQLite in {}", a.data_dir.display()),
             StoreConfig::Postgres(url) => say!("  store        {url}"),
@@ -222,17 +382,44 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             say!("    AccessKeySecret {}", k.secret.expose());
         }
         if let Some(path) = &a.ready_file {
-            let ready =
-                serde_json::json!({"http": http_addr.to_string(), "mqtt": mqtt_addr.to_string()});
+            let mut ready = serde_json::json!({"http": http_addr.to_string(), "mqtt": mqtt_addr.to_string()});
+            for (key, addr) in [
+                ("https", https_addr),
+                ("mqtts", mqtts_addr),
+                ("mqtt_ws", mqtt_ws_addr),
+                ("mqtt_wss", mqtt_wss_addr),
+            ] {
+                if let Some(addr) = addr {
+                    ready[key] = serde_json::Value::String(addr.to_string());
+                }
+            }
             std::fs::write(path, ready.to_string())
                 .map_err(|e| format!("--ready-file {}: {e}", path.display()))?;
+        }
+        if let Some(ca) = &demo_ca {
+            print_ca_help(ca, https_addr, mqtts_addr, mqtt_wss_addr);
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if a.demo {
             let demo = server.ensure_demo().await?;
             let mut stop = stop_rx.clone();
+            // A server that refuses plaintext devices gets a demo device on
+            // TLS, trusting the demo CA.
+            let transport = match (&demo_ca, a.require_tls_devices) {
+                (Some(ca), true) => thingcall_gateway::client::Transport {
+                    tls: Some(
+                        thingcall_gateway::client::tls_trusting(ca).map_err(|e| e.to_string())?,
+                    ),
+                    websocket: false,
+                },
+                (None, true) => {
+                    say!("  note: the demo device logs in without TLS and will be refused (--require-tls-devices with your own certificate)");
+                    Default::default()
+                }
+                _ => Default::default(),
+            };
             server
-                .run_demo_device(&demo, mqtt_addr, async move {
+                .run_demo_device_over(&demo, mqtt_addr, transport, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await;
@@ -254,8 +441,17 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
                 say!("    {line}");
             }
         }
+        let listeners = Listeners {
+            http,
+            https,
+            mqtt,
+            mqtts,
+            mqtt_ws,
+            mqtt_wss,
+            tls,
+        };
         server
-            .serve(http, mqtt, shutdown_signal())
+            .serve_on(listeners, shutdown_signal())
             .await
             .map_err(|e| e.to_string())?;
         let _ = stop_tx.send(true);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thingcall_core::{DeviceName, ProductKey, Secret};
+use thingcall_gateway::client;
 use thingcall_gateway::simulator::{self, SimError, SimulatorConfig};
 use thingcall_transport::DeviceKey;
 use thingcall_tsl::{CompiledModel, check_str};
@@ -71,6 +72,7 @@ pub(crate) fn run(a: SimulateArgs) -> Outcome {
     })?;
     let model = Arc::new(CompiledModel::compile(model).map_err(|e| e.to_string())?);
 
+    let transport = simulator_transport(a.tls, a.websocket, a.ca_file.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -79,7 +81,17 @@ pub(crate) fn run(a: SimulateArgs) -> Outcome {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (calls_tx, mut calls) = mpsc::unbounded_channel();
         let mut tasks = Vec::new();
-        println!("simulating {} device(s) against {}", devices.len(), a.mqtt);
+        let over = match (a.tls, a.websocket) {
+            (false, false) => "MQTT",
+            (true, false) => "MQTT over TLS",
+            (false, true) => "MQTT over WebSocket",
+            (true, true) => "MQTT over secure WebSocket",
+        };
+        println!(
+            "simulating {} device(s) against {} ({over})",
+            devices.len(),
+            a.mqtt
+        );
         for (device, secret) in devices {
             let cfg = SimulatorConfig {
                 latency: Duration::from_millis(a.latency),
@@ -87,6 +99,7 @@ pub(crate) fn run(a: SimulateArgs) -> Outcome {
                 ext: a.ext,
                 auto_subscribe: a.ss,
                 seed: a.seed,
+                transport: transport.clone(),
                 ..SimulatorConfig::new(
                     a.mqtt.clone(),
                     device,
@@ -165,4 +178,19 @@ async fn device_loop(
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// How the simulated devices connect.
+fn simulator_transport(
+    tls: bool,
+    websocket: bool,
+    ca_file: Option<&std::path::Path>,
+) -> Result<client::Transport, String> {
+    let tls = match (tls, ca_file) {
+        (true, Some(ca)) => Some(client::tls_trusting(ca).map_err(|e| format!("--ca-file: {e}"))?),
+        (true, None) => return Err("--tls needs --ca-file CA.pem".to_owned()),
+        (false, Some(_)) => return Err("--ca-file is for --tls".to_owned()),
+        (false, None) => None,
+    };
+    Ok(client::Transport { tls, websocket })
 }
