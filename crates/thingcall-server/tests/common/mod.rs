@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thingcall_core::{Clock, DeviceName, ProductKey, Secret};
+use thingcall_gateway::GatewayConfig;
 use thingcall_gateway::simulator::{self, SimulatorConfig};
 use thingcall_server::{
-    PostgresUrl, Server, ServerConfig, ServerOptions, StoreConfig, SystemClock,
+    Listeners, PostgresUrl, Server, ServerConfig, ServerOptions, StoreConfig, SystemClock,
 };
 use thingcall_sign::v1;
 use thingcall_transport::DeviceKey;
@@ -23,6 +24,8 @@ pub const KEY_SECRET: &str = "testsecret";
 pub struct Harness {
     pub http: String,
     pub mqtt: String,
+    /// The TLS listeners and the CA to trust, for [`Harness::start_tls`].
+    pub tls: Option<TlsListeners>,
     pub data_dir: PathBuf,
     /// The PostgreSQL database of this harness, when the tests run on
     /// PostgreSQL (`THINGCALL_TEST_POSTGRES`): one per data directory.
@@ -67,7 +70,92 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Where a TLS harness listens, and its certificate.
+pub struct TlsListeners {
+    pub https: String,
+    pub mqtts: String,
+    pub mqtt_ws: String,
+    pub mqtt_wss: String,
+    /// The demo CA (PEM) that signed the server's certificate.
+    pub ca: PathBuf,
+    /// The server's certificate store (tests reload it).
+    pub server_tls: thingcall_tls::ServerTls,
+}
+
+async fn bind0() -> (tokio::net::TcpListener, String) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap().to_string();
+    (l, a)
+}
+
 impl Harness {
+    /// A server with every listener on (HTTPS, MQTTS, ws, wss, and TLS by
+    /// first byte on the MQTT port), a demo CA in its data directory, and
+    /// the gateway settings given.
+    pub async fn start_tls(config: ServerConfig, gateway: GatewayConfig) -> Harness {
+        let data_dir = temp_dir("tls");
+        let made = thingcall_tls::demo::ensure(&data_dir).unwrap();
+        let server_tls = thingcall_tls::ServerTls::load(made.files.clone()).unwrap();
+        let postgres = match test_postgres() {
+            Some(server) => {
+                let name = database_for(&data_dir);
+                server.create_database(&name).await.unwrap();
+                Some(server.with_database(&name))
+            }
+            None => None,
+        };
+        let options = ServerOptions {
+            config: config.clone(),
+            gateway,
+            data_dir: data_dir.clone(),
+            store: match &postgres {
+                Some(url) => StoreConfig::Postgres(url.clone()),
+                None => StoreConfig::Sqlite,
+            },
+            access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
+            cluster: None,
+        };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let server = Server::open(options, Arc::clone(&clock)).await.unwrap();
+        let (http, h) = bind0().await;
+        let (mqtt, m) = bind0().await;
+        let (https, https_addr) = bind0().await;
+        let (mqtts, mqtts_addr) = bind0().await;
+        let (mqtt_ws, ws_addr) = bind0().await;
+        let (mqtt_wss, wss_addr) = bind0().await;
+        let listeners = Listeners {
+            http,
+            https: Some(https),
+            mqtt,
+            mqtts: Some(mqtts),
+            mqtt_ws: Some(mqtt_ws),
+            mqtt_wss: Some(mqtt_wss),
+            tls: Some(server_tls.clone()),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve_on(listeners, async move {
+            let _ = stopped.await;
+        }));
+        Harness {
+            http: h,
+            mqtt: m,
+            tls: Some(TlsListeners {
+                https: https_addr,
+                mqtts: mqtts_addr,
+                mqtt_ws: ws_addr,
+                mqtt_wss: wss_addr,
+                ca: made.ca,
+                server_tls,
+            }),
+            data_dir,
+            postgres,
+            config,
+            clock,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     pub async fn start(config: ServerConfig) -> Harness {
         Harness::start_in(temp_dir("server"), config).await
     }
@@ -114,6 +202,7 @@ impl Harness {
         Harness {
             http: h,
             mqtt: m,
+            tls: None,
             data_dir,
             postgres,
             config,
