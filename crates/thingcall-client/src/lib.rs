@@ -286,6 +286,22 @@ impl ClientBuilder {
     }
 }
 
+/// An error with its causes ("client error (connect): ... invalid peer
+/// certificate: UnknownIssuer"), so that a TLS failure says what failed.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// The environment variable naming a PEM CA bundle to trust, as the
 /// official Python SDK (`aliyunsdkcore`) reads it.
 pub const CA_BUNDLE_ENV: &str = "ALIBABA_CLOUD_CA_BUNDLE";
@@ -420,11 +436,10 @@ impl Client {
             .body(Full::new(Bytes::from(signed.body)))
             .map_err(|e| Error::config(e.to_string()))?;
         let exchange = async {
-            let response = self
-                .inner
-                .request(request)
-                .await
-                .map_err(|e| Error::transport(format!("request failed: {e}"), false))?;
+            let response =
+                self.inner.request(request).await.map_err(|e| {
+                    Error::transport(format!("request failed: {}", chain(&e)), false)
+                })?;
             let status = response.status().as_u16();
             let xml = response
                 .headers()

@@ -127,7 +127,10 @@ async fn node_device_sdk_over_mqtts_on_the_plain_port_and_over_wss() {
     let ca = t.ca.to_string_lossy().into_owned();
     for (dn, broker) in [
         ("node-mqtts", format!("mqtts://127.0.0.1:{}", port(&h.mqtt))),
-        ("node-wss", format!("wss://127.0.0.1:{}/mqtt", port(&t.mqtt_wss))),
+        (
+            "node-wss",
+            format!("wss://127.0.0.1:{}/mqtt", port(&t.mqtt_wss)),
+        ),
     ] {
         let (_, secret) = device(&h.http, &pk, dn).await;
         run(
