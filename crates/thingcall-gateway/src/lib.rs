@@ -156,7 +156,9 @@ pub(crate) type Filters = Arc<Mutex<Vec<(String, QoS)>>>;
 #[derive(Clone)]
 pub(crate) struct SessionHandle {
     pub(crate) generation: u64,
-    pub(crate) outbound: mpsc::Sender<Outgoing>,
+    /// Boxed: the channel allocates its slots in blocks of 32 at creation,
+    /// and an idle connection should not hold 32 whole messages' room.
+    pub(crate) outbound: mpsc::Sender<Box<Outgoing>>,
     pub(crate) kick: watch::Sender<Option<String>>,
     pub(crate) ext_rrpc: bool,
     pub(crate) filters: Filters,
@@ -379,7 +381,7 @@ impl Transport for Gateway {
                     qos: min_qos(wanted, granted),
                     dup: false,
                 };
-                match handle.outbound.try_send(out) {
+                match handle.outbound.try_send(Box::new(out)) {
                     Ok(()) => Ok(Delivered {
                         topic,
                         outcome: DeliveryOutcome::Sent,

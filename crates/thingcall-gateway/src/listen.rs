@@ -53,6 +53,19 @@ impl std::fmt::Debug for Listen {
     }
 }
 
+/// A boxed stream: a TLS or WebSocket stream is large (rustls keeps its
+/// connection state inline, about 1.2 KiB), and the session's future and
+/// its split halves would otherwise each reserve room for it.
+impl<S: DeviceStream> DeviceStream for Box<S> {
+    fn abort(self) {
+        (*self).abort();
+    }
+
+    fn is_tls(&self) -> bool {
+        (**self).is_tls()
+    }
+}
+
 impl<S: DeviceStream> DeviceStream for TlsStream<S> {
     fn abort(self) {
         let (io, _) = self.into_inner();
@@ -68,8 +81,12 @@ impl<S: DeviceStream> DeviceStream for TlsStream<S> {
 enum Refused {
     Tls(std::io::Error),
     Upgrade(String),
+    TimedOut(&'static str),
     Closed,
 }
+
+/// A connection's place under the gateway's connection limit.
+type Slot = tokio::sync::OwnedSemaphorePermit;
 
 async fn tls_accept(
     acceptor: &TlsAcceptor,
@@ -141,49 +158,59 @@ impl Gateway {
                         tracing::warn!(%addr, error = %e, "cannot set TCP_NODELAY");
                     }
                     let gateway = self.clone();
-                    let kind = kind.clone();
-                    tokio::spawn(async move {
-                        gateway.handshake_and_serve(stream, addr, kind).await;
-                        drop(slot);
-                    });
+                    if let Listen::Mqtt { tls: None } = kind {
+                        gateway.spawn_session(stream, addr, slot);
+                    } else {
+                        // The handshake runs in a task of its own, which
+                        // ends when the session's task starts: an idle
+                        // session carries no handshake state.
+                        let kind = kind.clone();
+                        tokio::spawn(async move {
+                            gateway.handshake(stream, addr, kind, slot).await;
+                        });
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    async fn handshake_and_serve(&self, stream: TcpStream, addr: SocketAddr, kind: Listen) {
-        let limit = self.inner.config.handshake_timeout;
+    /// Runs a session in a task of its own, holding its connection slot.
+    fn spawn_session<S: DeviceStream>(&self, stream: S, addr: SocketAddr, slot: Slot) {
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            gateway.serve_connection(stream, addr).await;
+            drop(slot);
+        });
+    }
+
+    /// Finishes a connection's TLS handshake and WebSocket upgrade within
+    /// the handshake limit, then hands it to a session task.
+    async fn handshake(&self, stream: TcpStream, addr: SocketAddr, kind: Listen, slot: Slot) {
+        let deadline = tokio::time::Instant::now() + self.inner.config.handshake_timeout;
         let max_packet = self.inner.config.max_packet;
         let metrics = &self.inner.metrics;
-        // Each arm finishes its handshake within the limit, then serves the
-        // session (which has limits of its own).
+        let within = |what: &'static str| move |_| Refused::TimedOut(what);
         let outcome = match kind {
             Listen::Mqtt { tls: None } => {
-                self.serve_connection(stream, addr).await;
+                self.spawn_session(stream, addr, slot);
                 Ok(())
             }
             Listen::Mqtt {
                 tls: Some(acceptor),
             } => {
-                // One deadline for the first byte and the handshake.
-                let deadline = tokio::time::Instant::now() + limit;
                 match tokio::time::timeout_at(deadline, starts_tls(&stream)).await {
                     // Plain MQTT: the session reads what was peeked.
                     Ok(Ok(false)) => {
-                        self.serve_connection(stream, addr).await;
+                        self.spawn_session(stream, addr, slot);
                         Ok(())
                     }
                     Ok(Ok(true)) => {
-                        match tokio::time::timeout_at(deadline, tls_accept(&acceptor, stream)).await
-                        {
-                            Ok(Ok(tls)) => {
-                                self.serve_connection(tls, addr).await;
-                                Ok(())
-                            }
-                            Ok(Err(e)) => Err(e),
-                            Err(_) => Err(Refused::Tls(timed_out("TLS handshake"))),
-                        }
+                        tokio::time::timeout_at(deadline, tls_accept(&acceptor, stream))
+                            .await
+                            .map_err(within("TLS handshake"))
+                            .and_then(|r| r)
+                            .map(|tls| self.spawn_session(Box::new(tls), addr, slot))
                     }
                     Ok(Err(e)) => Err(e),
                     // Silent for the whole limit: as a plain connection that
@@ -195,44 +222,29 @@ impl Gateway {
                 }
             }
             Listen::Mqtts(acceptor) => {
-                match tokio::time::timeout(limit, tls_accept(&acceptor, stream)).await {
-                    Ok(Ok(tls)) => {
-                        self.serve_connection(tls, addr).await;
-                        Ok(())
-                    }
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(Refused::Tls(timed_out("TLS handshake"))),
-                }
+                tokio::time::timeout_at(deadline, tls_accept(&acceptor, stream))
+                    .await
+                    .map_err(within("TLS handshake"))
+                    .and_then(|r| r)
+                    .map(|tls| self.spawn_session(Box::new(tls), addr, slot))
             }
             Listen::WebSocket { tls: None } => {
-                match tokio::time::timeout(limit, upgrade(stream, max_packet, false)).await {
-                    Ok(Ok(ws)) => {
-                        self.serve_connection(ws, addr).await;
-                        Ok(())
-                    }
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(Refused::Upgrade("not finished in time".to_owned())),
-                }
+                tokio::time::timeout_at(deadline, upgrade(stream, max_packet, false))
+                    .await
+                    .map_err(within("WebSocket upgrade"))
+                    .and_then(|r| r)
+                    .map(|ws| self.spawn_session(Box::new(ws), addr, slot))
             }
             Listen::WebSocket {
                 tls: Some(acceptor),
-            } => {
-                let ready = tokio::time::timeout(limit, async {
-                    let tls = tls_accept(&acceptor, stream).await?;
-                    upgrade(tls, max_packet, true).await
-                })
-                .await;
-                match ready {
-                    Ok(Ok(ws)) => {
-                        self.serve_connection(ws, addr).await;
-                        Ok(())
-                    }
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(Refused::Upgrade(
-                        "TLS handshake and upgrade not finished in time".to_owned(),
-                    )),
-                }
-            }
+            } => tokio::time::timeout_at(deadline, async {
+                let tls = tls_accept(&acceptor, stream).await?;
+                upgrade(tls, max_packet, true).await
+            })
+            .await
+            .map_err(within("TLS handshake and WebSocket upgrade"))
+            .and_then(|r| r)
+            .map(|ws| self.spawn_session(Box::new(ws), addr, slot)),
         };
         match outcome {
             Ok(()) | Err(Refused::Closed) => {}
@@ -240,17 +252,18 @@ impl Gateway {
                 GatewayMetrics::inc(&metrics.tls_handshakes_failed);
                 tracing::info!(%addr, error = %e, "TLS handshake failed; closing");
             }
+            Err(Refused::TimedOut(what)) if what.starts_with("TLS") => {
+                GatewayMetrics::inc(&metrics.tls_handshakes_failed);
+                tracing::info!(%addr, "{what} not finished in time; closing");
+            }
+            Err(Refused::TimedOut(what)) => {
+                GatewayMetrics::inc(&metrics.websocket_upgrades_failed);
+                tracing::info!(%addr, "{what} not finished in time; closing");
+            }
             Err(Refused::Upgrade(e)) => {
                 GatewayMetrics::inc(&metrics.websocket_upgrades_failed);
                 tracing::info!(%addr, error = %e, "WebSocket upgrade refused; closing");
             }
         }
     }
-}
-
-fn timed_out(what: &str) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("the {what} did not finish in time"),
-    )
 }

@@ -229,8 +229,8 @@ pub(crate) async fn run<S: DeviceStream>(inner: Arc<Inner>, stream: S, addr: Soc
     let mut conn = Conn {
         rd,
         wr,
-        buf: BytesMut::with_capacity(1024),
-        out: BytesMut::with_capacity(512),
+        buf: BytesMut::with_capacity(256),
+        out: BytesMut::with_capacity(128),
         max_packet: inner.config.max_packet,
         blocked: false,
     };
@@ -416,7 +416,7 @@ async fn session<S: DeviceStream>(
     let device = auth.device;
     let ext_rrpc = auth.client_id.ext_rrpc();
     let generation = inner.generation();
-    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(inner.config.outbound_queue);
+    let (out_tx, mut out_rx) = mpsc::channel::<Box<Outgoing>>(inner.config.outbound_queue);
     let (kick_tx, kick_rx) = watch::channel::<Option<String>>(None);
 
     // Restore or discard the stored session, then take the device's place,
@@ -524,7 +524,7 @@ async fn session<S: DeviceStream>(
             }
             msg = out_rx.recv(), if inflight.by_pkid.len() < inner.config.max_inflight => {
                 let Some(msg) = msg else { break End::Closed("session replaced") };
-                if let Err(end) = send_publish(&inner, &mut conn, &mut watch, &mut inflight, msg).await {
+                if let Err(end) = send_publish(&inner, &mut conn, &mut watch, &mut inflight, *msg).await {
                     break end;
                 }
             }
@@ -574,7 +574,7 @@ async fn cleanup(
     clean_session: bool,
     ext_rrpc: bool,
     mut unacked: Vec<Outgoing>,
-    out_rx: &mut mpsc::Receiver<Outgoing>,
+    out_rx: &mut mpsc::Receiver<Box<Outgoing>>,
     offline: Option<(SocketAddr, String)>,
 ) {
     {
@@ -588,7 +588,7 @@ async fn cleanup(
     }
     out_rx.close();
     while let Ok(msg) = out_rx.try_recv() {
-        unacked.push(msg);
+        unacked.push(*msg);
     }
     if !clean_session {
         let queued: std::collections::VecDeque<Outgoing> = unacked
