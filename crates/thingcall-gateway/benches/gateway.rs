@@ -18,6 +18,11 @@
     clippy::print_stderr
 )] // bench code
 
+/// The allocator the `thingcall` binary uses, so the numbers are the binary's,
+/// wrapped to count the bytes allocated and not freed (the live heap).
+#[global_allocator]
+static GLOBAL: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -192,54 +197,102 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Child mode: run only the gateway, print its address, wait for stdin EOF.
-fn serve_idle(devices: usize) {
+/// Child mode: run only the gateway (over TLS with a demo certificate made
+/// in `tls_dir`), print its address, wait for stdin EOF.
+fn serve_idle(devices: usize, tls_dir: Option<&str>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let (_gw, addr) = start_gateway(devices).await;
+        let (gw, addr) = start_gateway(devices).await;
+        let addr = match tls_dir {
+            None => addr,
+            Some(dir) => {
+                let made = thingcall_tls::demo::ensure(std::path::Path::new(dir)).unwrap();
+                let tls = thingcall_tls::ServerTls::load(made.files).unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config(&[]));
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap().to_string();
+                tokio::spawn(async move {
+                    gw.accept_on(
+                        listener,
+                        thingcall_gateway::listen::Listen::Mqtts(acceptor),
+                        std::future::pending(),
+                    )
+                    .await
+                });
+                addr
+            }
+        };
         println!("{addr}");
+        // Each line asks for the live heap; the end of input ends the child.
         tokio::task::spawn_blocking(|| {
+            use std::io::Write as _;
             let mut s = String::new();
-            let _ = std::io::stdin().read_line(&mut s);
+            while std::io::stdin().read_line(&mut s).is_ok_and(|n| n > 0) {
+                println!("{}", GLOBAL.allocated());
+                let _ = std::io::stdout().flush();
+                s.clear();
+            }
         })
         .await
         .unwrap();
     });
 }
 
-fn memory_benchmark(idle: usize) {
+fn memory_benchmark(idle: usize, tls: bool) {
     use std::io::{BufRead, Write};
     let exe = std::env::current_exe().unwrap();
-    let mut child = std::process::Command::new(exe)
-        .args(["--serve-idle", &idle.to_string()])
+    let dir = std::env::temp_dir().join(format!("thingcall-gw-bench-tls-{}", std::process::id()));
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--serve-idle", &idle.to_string()]);
+    if tls {
+        cmd.args(["--tls", dir.to_str().unwrap()]);
+    }
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
     let mut addr = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut addr)
-        .unwrap();
+    out.read_line(&mut addr).unwrap();
     let addr = addr.trim().to_owned();
     let pid = child.id();
+    let mut live = || -> u64 {
+        stdin.write_all(b"live\n").unwrap();
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        line.trim().parse().unwrap()
+    };
     std::thread::sleep(Duration::from_millis(300));
     let before = rss_kib(pid);
+    let live_before = live();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let transport = client::Transport {
+        tls: tls.then(|| client::tls_trusting(&dir.join("tls/ca.pem")).unwrap()),
+        websocket: false,
+    };
     let connected = rt.block_on(async {
         let mut conns = Vec::with_capacity(idle);
         let started = Instant::now();
         for i in 0..idle {
             let creds =
                 client::credentials(&device(i), SECRET, client::CredentialOptions::default());
-            match client::connect(&addr, client::connect_packet(&creds, 1200, true)).await {
+            match client::connect_over(
+                &addr,
+                &transport,
+                client::connect_packet(&creds, 1200, true),
+            )
+            .await
+            {
                 Ok((ack, r, w))
                     if ack.code == rumqttc::mqttbytes::v4::ConnectReturnCode::Success =>
                 {
@@ -256,15 +309,19 @@ fn memory_benchmark(idle: usize) {
         eprintln!("{n} connections in {:?}", started.elapsed());
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = rss_kib(pid);
-        drop(conns);
-        (n, after)
+        (n, after, conns)
     });
-    let (n, after) = connected;
-    let _ = child.stdin.take().map(|mut s| s.write_all(b"\n"));
+    let (n, after, conns) = connected;
+    let live_after = live();
+    drop(conns);
+    drop(stdin);
     let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "idle connections: {n}; gateway RSS {before} KiB -> {after} KiB; {:.1} KiB per connection",
-        (after.saturating_sub(before)) as f64 / n.max(1) as f64
+        "idle connections ({}): {n}; gateway RSS {before} KiB -> {after} KiB; {:.1} KiB per connection ({:.1} KiB of live heap)",
+        if tls { "MQTT over TLS" } else { "plain MQTT" },
+        (after.saturating_sub(before)) as f64 / n.max(1) as f64,
+        (live_after.saturating_sub(live_before)) as f64 / 1024.0 / n.max(1) as f64
     );
 }
 
@@ -277,7 +334,11 @@ fn main() {
             .and_then(|v| v.parse::<u64>().ok())
     };
     if let Some(n) = value("--serve-idle") {
-        serve_idle(n as usize);
+        let tls = args
+            .iter()
+            .position(|a| a == "--tls")
+            .and_then(|i| args.get(i + 1));
+        serve_idle(n as usize, tls.map(String::as_str));
         return;
     }
     // `cargo test --benches` runs bench targets with `--test`: keep it quick.
@@ -285,6 +346,10 @@ fn main() {
         rate_benchmark(1);
         return;
     }
-    rate_benchmark(value("--seconds").unwrap_or(5));
-    memory_benchmark(value("--idle").unwrap_or(10_000) as usize);
+    if !args.iter().any(|a| a == "--memory-only") {
+        rate_benchmark(value("--seconds").unwrap_or(5));
+    }
+    let idle = value("--idle").unwrap_or(10_000) as usize;
+    memory_benchmark(idle, false);
+    memory_benchmark(idle, true);
 }

@@ -1,3 +1,6 @@
+//! Loading, handshakes, reloads (by call and by the watcher), the demo CA,
+//! and what errors and `Debug` may show.
+
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};

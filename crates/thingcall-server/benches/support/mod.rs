@@ -99,9 +99,13 @@ pub fn print(label: &str, s: &Stats) {
     );
 }
 
+/// A byte stream: TCP, or TLS over TCP.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// A keep-alive HTTP/1.1 connection that sends signed v1 GETs.
 pub struct Http {
-    stream: tokio::net::TcpStream,
+    stream: Box<dyn Stream>,
     host: String,
     buf: Vec<u8>,
 }
@@ -110,8 +114,21 @@ static NONCE: AtomicU64 = AtomicU64::new(0);
 
 impl Http {
     pub async fn connect(addr: &str) -> Http {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
+        Http::connect_over(addr, None).await
+    }
+
+    /// Over TLS when `tls` is given (the server name is the address's IP).
+    pub async fn connect_over(addr: &str, tls: Option<&tokio_rustls::TlsConnector>) -> Http {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let stream: Box<dyn Stream> = match tls {
+            None => Box::new(tcp),
+            Some(c) => {
+                let ip = addr.rsplit_once(':').unwrap().0.to_owned();
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(ip).unwrap();
+                Box::new(c.connect(name, tcp).await.unwrap())
+            }
+        };
         Http {
             stream,
             host: addr.to_owned(),
@@ -130,6 +147,7 @@ impl Http {
         let query = signed_form("GET", "InvokeThingService", extra);
         let req = format!("GET /?{query} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
         self.stream.write_all(req.as_bytes()).await?;
+        self.stream.flush().await?;
         // Read one response (Content-Length framed), straight into the
         // connection's buffer: the generator's own cost is shared by every
         // phase, so it is kept small.
@@ -276,13 +294,41 @@ pub async fn http_load(
     seconds: u64,
     rate: Option<f64>,
 ) -> Stats {
+    http_load_over(
+        addr,
+        None,
+        pk,
+        prefix,
+        devices,
+        identifier,
+        connections,
+        seconds,
+        rate,
+    )
+    .await
+}
+
+/// [`http_load`] over TLS when `tls` is given.
+#[allow(clippy::too_many_arguments)] // one load's settings, each once
+pub async fn http_load_over(
+    addr: &str,
+    tls: Option<tokio_rustls::TlsConnector>,
+    pk: &str,
+    prefix: &str,
+    devices: usize,
+    identifier: &'static str,
+    connections: usize,
+    seconds: u64,
+    rate: Option<f64>,
+) -> Stats {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut workers = Vec::new();
     for c in 0..connections {
         let (addr, pk, prefix) = (addr.to_owned(), pk.to_owned(), prefix.to_owned());
+        let tls = tls.clone();
         workers.push(tokio::spawn(async move {
-            let mut http = Http::connect(&addr).await;
+            let mut http = Http::connect_over(&addr, tls.as_ref()).await;
             let mut lat = Vec::new();
             let mut n = c;
             let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
