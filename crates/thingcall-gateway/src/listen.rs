@@ -175,6 +175,21 @@ impl Gateway {
         Ok(())
     }
 
+    /// Upgrades a connection accepted elsewhere (and already decrypted, if
+    /// `tls`) to MQTT over WebSocket, within the handshake limit, and runs
+    /// its session until it ends. For tests and fuzzing; listeners use
+    /// [`Gateway::accept_on`].
+    pub async fn serve_websocket<S: DeviceStream>(&self, stream: S, addr: SocketAddr, tls: bool) {
+        let limit = self.inner.config.handshake_timeout;
+        match tokio::time::timeout(limit, upgrade(stream, self.inner.config.max_packet, tls)).await
+        {
+            Ok(Ok(ws)) => self.serve_connection(ws, addr).await,
+            Ok(Err(_)) | Err(_) => {
+                GatewayMetrics::inc(&self.inner.metrics.websocket_upgrades_failed);
+            }
+        }
+    }
+
     /// Runs a session in a task of its own, holding its connection slot.
     fn spawn_session<S: DeviceStream>(&self, stream: S, addr: SocketAddr, slot: Slot) {
         let gateway = self.clone();
