@@ -238,6 +238,7 @@ impl ClientBuilder {
         roots.extend(webpki_roots());
         let mut extra = self.extra_roots;
         if !self.ca_file_given
+            && !self.insecure
             && let Some(path) = std::env::var_os(CA_BUNDLE_ENV).filter(|p| !p.is_empty())
         {
             extra.extend(read_ca_file(std::path::Path::new(&path))?);

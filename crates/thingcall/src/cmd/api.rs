@@ -62,7 +62,7 @@ pub(crate) struct ApiArgs {
     /// INSECURE: do not check the server's certificate at all. Anyone on
     /// the path can read and change the traffic. Local throw-away servers
     /// only; prefer --ca-file.
-    #[arg(long, conflicts_with = "ca_file")]
+    #[arg(long)]
     insecure: bool,
 }
 
@@ -89,7 +89,7 @@ impl ApiArgs {
         if let (Some(id), Some(secret)) = (&self.access_key_id, &self.access_key_secret) {
             b = b.credentials(Credentials::new(id.as_str(), secret.as_str()));
         }
-        if let Some(ca) = &self.ca_file {
+        if let Some(ca) = self.ca_file.as_ref().filter(|_| !self.insecure) {
             b = b.ca_file(ca).map_err(|e| format!("--ca-file: {e}"))?;
         }
         if self.insecure {
