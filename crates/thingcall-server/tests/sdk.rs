@@ -13,55 +13,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use common::peers::*;
 use common::*;
 use thingcall_server::ServerConfig;
-
-fn compat() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/compat")
-}
-
-fn required() -> bool {
-    std::env::var("THINGCALL_REQUIRE_SDK").is_ok_and(|v| v == "1")
-}
-
-fn python_with(module: &str) -> Option<PathBuf> {
-    let python = match std::env::var("THINGCALL_SDK_PYTHON") {
-        Ok(p) => PathBuf::from(p),
-        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
-    };
-    let ok = std::process::Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        !required(),
-        "THINGCALL_REQUIRE_SDK=1 but {} cannot import {module}",
-        python.display()
-    );
-    eprintln!("skipped: no Python with {module}");
-    None
-}
-
-async fn run(program: &PathBuf, args: &[String]) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(program).args(args).output(),
-    )
-    .await
-    .expect("the SDK script timed out")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("OK"),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classic_python_sdk_and_linkkit() {
@@ -78,7 +33,7 @@ async fn classic_python_sdk_and_linkkit() {
         .join("demo/model.json")
         .to_string_lossy()
         .into_owned();
-    run(
+    run_script(
         &python,
         &[
             script,
@@ -88,6 +43,7 @@ async fn classic_python_sdk_and_linkkit() {
             KEY_SECRET.into(),
             model,
         ],
+        &[],
     )
     .await;
     h.stop().await;
@@ -110,7 +66,7 @@ async fn tea_sdk_with_v3_and_v2_signatures() {
     };
     let (h, pk, dn, stop) = with_device("Tea_1").await;
     let script = compat().join("tea_sdk.py").to_string_lossy().into_owned();
-    run(
+    run_script(
         &python,
         &[
             script,
@@ -120,6 +76,7 @@ async fn tea_sdk_with_v3_and_v2_signatures() {
             pk,
             dn,
         ],
+        &[],
     )
     .await;
     let _ = stop.send(());
@@ -128,24 +85,12 @@ async fn tea_sdk_with_v3_and_v2_signatures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pop_core_node_sdk_get_and_post() {
-    let modules = compat().join("node_modules/@alicloud/pop-core");
-    let node = PathBuf::from("node");
-    if !modules.exists()
-        || std::process::Command::new(&node)
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        assert!(
-            !required(),
-            "THINGCALL_REQUIRE_SDK=1 but node or @alicloud/pop-core is missing"
-        );
-        eprintln!("skipped: no node_modules/@alicloud/pop-core");
+    let Some(node) = node_with("@alicloud/pop-core") else {
         return;
-    }
+    };
     let (h, pk, dn, stop) = with_device("Pop_1").await;
     let script = compat().join("pop_core.js").to_string_lossy().into_owned();
-    run(
+    run_script(
         &node,
         &[
             script,
@@ -155,6 +100,7 @@ async fn pop_core_node_sdk_get_and_post() {
             pk,
             dn,
         ],
+        &[],
     )
     .await;
     let _ = stop.send(());

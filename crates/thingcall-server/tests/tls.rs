@@ -17,14 +17,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use thingcall_core::{DeviceName, ProductKey, Secret};
+use thingcall_core::{DeviceName, ProductKey};
 use thingcall_gateway::GatewayConfig;
 use thingcall_gateway::client::{self, CredentialOptions, Reader, Transport, Writer};
 use thingcall_gateway::mqttbytes::QoS;
 use thingcall_gateway::mqttbytes::v4::{
     ConnectReturnCode, Packet, Publish, Subscribe, SubscribeFilter, SubscribeReasonCode,
 };
-use thingcall_gateway::simulator::{self, SimulatorConfig};
 use thingcall_server::ServerConfig;
 use thingcall_transport::DeviceKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,31 +43,6 @@ fn over(ca: &Path, tls: bool, websocket: bool) -> Transport {
 
 fn key(pk: &str, dn: &str) -> DeviceKey {
     DeviceKey::new(ProductKey::new(pk).unwrap(), DeviceName::new(dn).unwrap())
-}
-
-/// A simulated device over `transport`; dropping the sender stops it.
-fn simulate_over(
-    addr: &str,
-    transport: Transport,
-    pk: &str,
-    dn: &str,
-    secret: &str,
-) -> tokio::sync::oneshot::Sender<()> {
-    let cfg = SimulatorConfig {
-        seed: 5,
-        transport,
-        ..SimulatorConfig::new(addr, key(pk, dn), Secret::new(secret), model())
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let _keep = rx;
-        simulator::run(cfg, tx, async move {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    stop
 }
 
 async fn calibrate(http: &str, iot_id: &str) -> serde_json::Value {

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{ID, SECRET, start, temp_dir};
+use common::{ID, SECRET, ok_json, start, temp_dir};
 
 fn thingcall(http: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_thingcall"))
@@ -26,22 +26,12 @@ fn thingcall(http: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn json(o: &Output) -> serde_json::Value {
-    assert!(
-        o.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 #[test]
 fn provision_and_invoke_from_the_command_line() {
     let dir = temp_dir("cli");
     let mut s = start(&dir, &[]);
     let h = s.http.clone();
-    let product = json(&thingcall(
+    let product = ok_json(&thingcall(
         &h,
         &["product", "create", "--name", "Cli_1", "--output", "json"],
     ));
@@ -50,7 +40,7 @@ fn provision_and_invoke_from_the_command_line() {
         "{}/../thingcall-server/demo/model.json",
         env!("CARGO_MANIFEST_DIR")
     );
-    json(&thingcall(
+    ok_json(&thingcall(
         &h,
         &[
             "tsl",
@@ -62,7 +52,7 @@ fn provision_and_invoke_from_the_command_line() {
             "json",
         ],
     ));
-    json(&thingcall(
+    ok_json(&thingcall(
         &h,
         &[
             "tsl",
@@ -78,7 +68,7 @@ fn provision_and_invoke_from_the_command_line() {
     let got = thingcall(&h, &["tsl", "get", "--product-key", &pk, "--published"]);
     assert!(String::from_utf8_lossy(&got.stdout).contains("\"Calibrate\""));
 
-    let devices = json(&thingcall(
+    let devices = ok_json(&thingcall(
         &h,
         &[
             "device",
@@ -138,7 +128,7 @@ fn provision_and_invoke_from_the_command_line() {
         .unwrap();
     let mut online = false;
     for _ in 0..200 {
-        let st = json(&thingcall(
+        let st = ok_json(&thingcall(
             &h,
             &[
                 "device",
@@ -158,7 +148,7 @@ fn provision_and_invoke_from_the_command_line() {
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
     assert!(online);
-    let out = json(&thingcall(
+    let out = ok_json(&thingcall(
         &h,
         &[
             "invoke",
@@ -252,7 +242,7 @@ fn provision_and_invoke_from_the_command_line() {
         Some(2)
     );
 
-    let detail = json(&thingcall(
+    let detail = ok_json(&thingcall(
         &h,
         &[
             "device",
@@ -266,31 +256,31 @@ fn provision_and_invoke_from_the_command_line() {
         ],
     ));
     let iot = detail["IotId"].as_str().unwrap().to_owned();
-    json(&thingcall(
+    ok_json(&thingcall(
         &h,
         &["device", "disable", "--iot-id", &iot, "--output", "json"],
     ));
     assert_eq!(
-        json(&thingcall(
+        ok_json(&thingcall(
             &h,
             &["device", "status", "--iot-id", &iot, "--output", "json"]
         ))["Status"],
         "DISABLE"
     );
-    json(&thingcall(
+    ok_json(&thingcall(
         &h,
         &["device", "enable", "--iot-id", &iot, "--output", "json"],
     ));
-    json(&thingcall(
+    ok_json(&thingcall(
         &h,
         &["device", "delete", "--iot-id", &iot, "--output", "json"],
     ));
-    let got = json(&thingcall(
+    let got = ok_json(&thingcall(
         &h,
         &["product", "get", "--product-key", &pk, "--output", "json"],
     ));
     assert_eq!(got["DeviceCount"], 2);
-    json(&thingcall(
+    ok_json(&thingcall(
         &h,
         &[
             "product",

@@ -14,7 +14,7 @@ use thingcall_wire::form::encode_pairs;
 
 mod common;
 
-use common::{ID, SECRET, finish, start, temp_dir};
+use common::{ID, SECRET, demo_product, finish, start, temp_dir};
 
 fn call(http: &str, action: &str, extra: &[(&str, &str)]) -> serde_json::Value {
     use std::io::{Read, Write};
@@ -80,26 +80,6 @@ fn signal(child: &Child, sig: &str) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-/// The demo product's key, from the "demo device PK/DN" line that
-/// `serve --demo` prints. The rest of the output is read on (and thrown
-/// away) by a thread of its own.
-fn demo_product(child: &mut Child) -> String {
-    let out = child.stdout.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
-    let line = lines
-        .find(|l| l.as_ref().is_ok_and(|l| l.contains("demo device")))
-        .unwrap()
-        .unwrap();
-    std::thread::spawn(move || lines.for_each(drop));
-    line.split_whitespace()
-        .nth(2)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned()
 }
 
 #[test]

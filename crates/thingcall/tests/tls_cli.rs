@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ID, SECRET, start, temp_dir};
+use common::{ID, SECRET, demo_product, ok_json, start, temp_dir};
 
 fn thingcall(https: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_thingcall"));
@@ -33,16 +33,6 @@ fn thingcall(https: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().unwrap()
-}
-
-fn ok_json(o: &Output) -> serde_json::Value {
-    assert!(
-        o.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 /// Whether a TLS handshake with `addr` succeeds when trusting `ca`.
@@ -102,21 +92,7 @@ fn tls_from_the_command_line() {
     let ca_s = ca.to_str().unwrap();
 
     // The demo product, from the banner.
-    let out = s.child.stdout.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
-    let line = lines
-        .find(|l| l.as_ref().is_ok_and(|l| l.contains("demo device")))
-        .unwrap()
-        .unwrap();
-    std::thread::spawn(move || lines.for_each(drop));
-    let pk = line
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let pk = demo_product(&mut s.child);
 
     // invoke: trusted by --ca-file and by the official SDK's variable;
     // refused with neither; --insecure works, and says so.

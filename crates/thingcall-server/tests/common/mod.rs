@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each test file uses part of this
 
+pub mod peers;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +90,37 @@ async fn bind0() -> (tokio::net::TcpListener, String) {
     (l, a)
 }
 
+/// Opens a server on `data_dir` (or, when the tests run on PostgreSQL, on
+/// the database of that directory, created if missing) with the test key.
+async fn open(
+    data_dir: &std::path::Path,
+    config: &ServerConfig,
+    gateway: GatewayConfig,
+    clock: &Arc<dyn Clock>,
+) -> (Server, Option<PostgresUrl>) {
+    let postgres = match test_postgres() {
+        Some(server) => {
+            let name = database_for(data_dir);
+            server.create_database(&name).await.unwrap();
+            Some(server.with_database(&name))
+        }
+        None => None,
+    };
+    let options = ServerOptions {
+        config: config.clone(),
+        gateway,
+        data_dir: data_dir.to_owned(),
+        store: match &postgres {
+            Some(url) => StoreConfig::Postgres(url.clone()),
+            None => StoreConfig::Sqlite,
+        },
+        access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
+        cluster: None,
+    };
+    let server = Server::open(options, Arc::clone(clock)).await.unwrap();
+    (server, postgres)
+}
+
 impl Harness {
     /// A server with every listener on (HTTPS, MQTTS, ws, wss, and TLS by
     /// first byte on the MQTT port), a demo CA in its data directory, and
@@ -96,27 +129,8 @@ impl Harness {
         let data_dir = temp_dir("tls");
         let made = thingcall_tls::demo::ensure(&data_dir).unwrap();
         let server_tls = thingcall_tls::ServerTls::load(made.files.clone()).unwrap();
-        let postgres = match test_postgres() {
-            Some(server) => {
-                let name = database_for(&data_dir);
-                server.create_database(&name).await.unwrap();
-                Some(server.with_database(&name))
-            }
-            None => None,
-        };
-        let options = ServerOptions {
-            config: config.clone(),
-            gateway,
-            data_dir: data_dir.clone(),
-            store: match &postgres {
-                Some(url) => StoreConfig::Postgres(url.clone()),
-                None => StoreConfig::Sqlite,
-            },
-            access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
-            cluster: None,
-        };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let server = Server::open(options, Arc::clone(&clock)).await.unwrap();
+        let (server, postgres) = open(&data_dir, &config, gateway, &clock).await;
         let (http, h) = bind0().await;
         let (mqtt, m) = bind0().await;
         let (https, https_addr) = bind0().await;
@@ -169,26 +183,7 @@ impl Harness {
         config: ServerConfig,
         clock: Arc<dyn Clock>,
     ) -> Harness {
-        let postgres = match test_postgres() {
-            Some(server) => {
-                let name = database_for(&data_dir);
-                server.create_database(&name).await.unwrap();
-                Some(server.with_database(&name))
-            }
-            None => None,
-        };
-        let options = ServerOptions {
-            config: config.clone(),
-            gateway: Default::default(),
-            data_dir: data_dir.clone(),
-            store: match &postgres {
-                Some(url) => StoreConfig::Postgres(url.clone()),
-                None => StoreConfig::Sqlite,
-            },
-            access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
-            cluster: None,
-        };
-        let server = Server::open(options, Arc::clone(&clock)).await.unwrap();
+        let (server, postgres) = open(&data_dir, &config, GatewayConfig::default(), &clock).await;
         let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (h, m) = (
@@ -384,8 +379,21 @@ pub async fn simulate(
     dn: &str,
     secret: &str,
 ) -> tokio::sync::oneshot::Sender<()> {
+    simulate_over(mqtt, Default::default(), pk, dn, secret)
+}
+
+/// A simulated device over `transport` (TLS, WebSocket); sending on, or
+/// dropping, the returned sender stops it.
+pub fn simulate_over(
+    mqtt: &str,
+    transport: thingcall_gateway::client::Transport,
+    pk: &str,
+    dn: &str,
+    secret: &str,
+) -> tokio::sync::oneshot::Sender<()> {
     let cfg = SimulatorConfig {
         seed: 3,
+        transport,
         ..SimulatorConfig::new(
             mqtt,
             DeviceKey::new(ProductKey::new(pk).unwrap(), DeviceName::new(dn).unwrap()),
@@ -394,9 +402,9 @@ pub async fn simulate(
         )
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let _keep = _rx;
+        let _keep = rx;
         simulator::run(cfg, tx, async move {
             let _ = stopped.await;
         })

@@ -128,3 +128,34 @@ pub fn start(dir: &Path, extra: &[&str]) -> Running {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The demo product's key, from the "demo device PK/DN" line that
+/// `serve --demo` prints. The rest of the output is read on (and thrown
+/// away) by a thread of its own.
+pub fn demo_product(child: &mut Child) -> String {
+    let out = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    let line = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.contains("demo device")))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    line.split_whitespace()
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// A command's standard output as JSON, after checking it succeeded.
+pub fn ok_json(o: &std::process::Output) -> serde_json::Value {
+    assert!(
+        o.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
