@@ -3,41 +3,25 @@
 //! closing) without a panic, and the gateway forgets the device.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+#[path = "common.rs"]
+mod common;
+
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use thingcall_core::{DeviceName, ManualClock, ProductKey, Secret, UnixMillis};
 use thingcall_gateway::client::{self, CredentialOptions};
 use thingcall_gateway::mqttbytes::v4::Packet;
-use thingcall_gateway::{Gateway, GatewayConfig, MapRegistry};
-use thingcall_transport::{DeviceKey, Transport};
+use thingcall_transport::Transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn device() -> DeviceKey {
-    DeviceKey::new(
-        ProductKey::new("a1FuzzPk001").unwrap_or_else(|e| panic!("{e}")),
-        DeviceName::new("dev1").unwrap_or_else(|e| panic!("{e}")),
-    )
-}
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"))
-    })
-}
 
 fn connect_bytes() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     BYTES.get_or_init(|| {
         let creds = client::credentials(
-            &device(),
-            "fuzz-secret",
+            &common::device(),
+            common::SECRET,
             CredentialOptions {
                 ext: true,
                 auto_subscribe: true,
@@ -53,15 +37,8 @@ fn connect_bytes() -> &'static [u8] {
 }
 
 fuzz_target!(|data: &[u8]| {
-    runtime().block_on(async {
-        let registry = Arc::new(MapRegistry::new());
-        registry.insert(device(), Secret::new("fuzz-secret"));
-        let clock = Arc::new(ManualClock::new(UnixMillis::new(1_700_000_000_000)));
-        let config = GatewayConfig {
-            max_packet: 64 * 1024,
-            ..GatewayConfig::default()
-        };
-        let gateway = Gateway::new(config, registry, clock);
+    common::runtime().block_on(async {
+        let gateway = common::gateway();
         let (mut device_end, gateway_end) = tokio::io::duplex(256 * 1024);
         let session = {
             let g = gateway.clone();
@@ -93,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => panic!("the session did not end after its input did"),
         }
         assert!(
-            !gateway.is_online(&device()),
+            !gateway.is_online(&common::device()),
             "the ended session is still online"
         );
     });

@@ -7,37 +7,24 @@
 //! the device.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+#[path = "common.rs"]
+mod common;
+
 use std::time::Duration;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use thingcall_core::{DeviceName, ManualClock, ProductKey, Secret, UnixMillis};
 use thingcall_gateway::client::{self, CredentialOptions};
 use thingcall_gateway::mqttbytes::v4::Packet;
-use thingcall_gateway::{Gateway, GatewayConfig, MapRegistry};
-use thingcall_transport::{DeviceKey, Transport};
+use thingcall_transport::Transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn device() -> DeviceKey {
-    DeviceKey::new(
-        ProductKey::new("a1FuzzPk001").unwrap_or_else(|e| panic!("{e}")),
-        DeviceName::new("dev1").unwrap_or_else(|e| panic!("{e}")),
-    )
-}
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"))
-    })
-}
-
 fn connect_bytes() -> Vec<u8> {
-    let creds = client::credentials(&device(), "fuzz-secret", CredentialOptions::default());
+    let creds = client::credentials(
+        &common::device(),
+        common::SECRET,
+        CredentialOptions::default(),
+    );
     let mut out = BytesMut::new();
     Packet::Connect(client::connect_packet(&creds, 60, true))
         .write(&mut out, usize::MAX)
@@ -88,15 +75,8 @@ fn frames(data: &[u8]) -> Vec<u8> {
 const UPGRADE: &[u8] = b"GET /mqtt HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n";
 
 fuzz_target!(|data: &[u8]| {
-    runtime().block_on(async {
-        let registry = Arc::new(MapRegistry::new());
-        registry.insert(device(), Secret::new("fuzz-secret"));
-        let clock = Arc::new(ManualClock::new(UnixMillis::new(1_700_000_000_000)));
-        let config = GatewayConfig {
-            max_packet: 64 * 1024,
-            ..GatewayConfig::default()
-        };
-        let gateway = Gateway::new(config, registry, clock);
+    common::runtime().block_on(async {
+        let gateway = common::gateway();
         let (mut device_end, gateway_end) = tokio::io::duplex(512 * 1024);
         let session = {
             let g = gateway.clone();
@@ -127,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => panic!("the session did not end after its input did"),
         }
         assert!(
-            !gateway.is_online(&device()),
+            !gateway.is_online(&common::device()),
             "the ended session is still online"
         );
     });

@@ -400,13 +400,7 @@ async fn cluster(
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str, default: u64| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let value = |flag: &str, default: u64| arg(&args, flag, default);
     let quick = args.iter().any(|a| a == "--test");
     let seconds = if quick { 1 } else { value("--seconds", 5) };
     let devices = value("--devices", 16) as usize;

@@ -150,37 +150,30 @@ async fn calls(seconds: u64, devices: usize, connections: usize) {
         ("HTTPS, devices on MQTT", &s.https, Some(https), "plain-"),
         ("HTTP, devices on MQTTS", &s.http, None, "tls-"),
     ];
-    let mut full = Vec::new();
-    for (label, addr, tls, prefix) in &cases {
-        let st = measured(http_load_over(
-            addr,
-            tls.clone(),
-            &pk,
-            prefix,
-            devices,
-            "Calibrate",
-            connections,
-            seconds,
-            None,
-        ))
-        .await;
-        print(&format!("sync, {label}"), &st);
-        full.push(st);
-    }
-    for ((label, addr, tls, prefix), st) in cases.iter().zip(&full) {
-        let half = measured(http_load_over(
-            addr,
-            tls.clone(),
-            &pk,
-            prefix,
-            devices,
-            "Calibrate",
-            connections,
-            seconds,
-            Some(st.per_sec / 2.0),
-        ))
-        .await;
-        print(&format!("sync at half load, {label}"), &half);
+    // Every case at full load, then every case at half its own rate.
+    let mut full: Vec<Stats> = Vec::new();
+    for half in [false, true] {
+        for (i, (label, addr, tls, prefix)) in cases.iter().enumerate() {
+            let rate = half.then(|| full[i].per_sec / 2.0);
+            let st = measured(http_load_over(
+                addr,
+                tls.clone(),
+                &pk,
+                prefix,
+                devices,
+                "Calibrate",
+                connections,
+                seconds,
+                rate,
+            ))
+            .await;
+            if half {
+                print(&format!("sync at half load, {label}"), &st);
+            } else {
+                print(&format!("sync, {label}"), &st);
+                full.push(st);
+            }
+        }
     }
     println!(
         "HTTPS / HTTP: throughput {:.2}, CPU per call {:.2}",
@@ -423,16 +416,13 @@ fn main() {
         serve_child(&args[i + 1]);
         return;
     }
-    let value = |flag: &str, default: u64| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     let quick = args.iter().any(|a| a == "--test");
-    let seconds = if quick { 1 } else { value("--seconds", 5) };
-    let idle = if quick { 200 } else { value("--idle", 10_000) } as usize;
+    let seconds = if quick { 1 } else { arg(&args, "--seconds", 5) };
+    let idle = if quick {
+        200
+    } else {
+        arg(&args, "--idle", 10_000)
+    } as usize;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -27,6 +27,15 @@ pub const MODEL: &str = include_str!("../../demo/model.json");
 pub const KEY_ID: &str = "benchid";
 pub const KEY_SECRET: &str = "benchsecret";
 
+/// The number after `flag` on the command line, or `default`.
+pub fn arg(args: &[String], flag: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn model() -> Arc<CompiledModel> {
     Arc::new(CompiledModel::compile(thingcall_tsl::check_str(MODEL).unwrap()).unwrap())
 }
