@@ -115,6 +115,8 @@ pub fn system_filters(device: &DeviceKey) -> Vec<String> {
         format!("{p}/thing/service/property/get"),
         format!("{p}/rrpc/request/+"),
         format!("/ext/rrpc/+{p}/thing/service/+"),
+        format!("{p}/thing/event/property/post_reply"),
+        format!("{p}/thing/event/+/post_reply"),
     ]
 }
 

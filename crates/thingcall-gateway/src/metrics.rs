@@ -63,6 +63,10 @@ counters!(
     messages_redelivered,
     /// Replies received from devices.
     replies_received,
+    /// Property and event posts that the thing model accepts.
+    posts_accepted,
+    /// Property and event posts answered with a 63xx code.
+    posts_refused,
 );
 
 impl GatewayMetrics {

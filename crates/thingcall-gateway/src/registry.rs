@@ -1,11 +1,12 @@
 //! Where the gateway looks up device credentials.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use thingcall_core::Secret;
+use thingcall_core::{ProductKey, Secret};
 use thingcall_transport::DeviceKey;
+use thingcall_tsl::CompiledModel;
 
 /// What the registry knows about a device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,12 +41,20 @@ impl std::error::Error for RegistryError {}
 pub trait DeviceRegistry: Send + Sync {
     /// Looks a device up.
     async fn lookup(&self, device: &DeviceKey) -> Result<DeviceLookup, RegistryError>;
+
+    /// The product's published thing model, against which the gateway
+    /// checks what devices post (properties, events). None: no model is
+    /// published (the default).
+    fn model(&self, _product: &ProductKey) -> Option<Arc<CompiledModel>> {
+        None
+    }
 }
 
 /// A registry in a map, for tests and the simulator's own checks.
 #[derive(Debug, Default)]
 pub struct MapRegistry {
     devices: Mutex<HashMap<DeviceKey, DeviceLookup>>,
+    models: Mutex<HashMap<ProductKey, Arc<CompiledModel>>>,
 }
 
 impl MapRegistry {
@@ -72,6 +81,11 @@ impl MapRegistry {
         }
     }
 
+    /// Publishes a product's thing model.
+    pub fn set_model(&self, product: ProductKey, model: Arc<CompiledModel>) {
+        crate::lock(&self.models).insert(product, model);
+    }
+
     /// Marks a device deleted.
     pub fn delete(&self, device: &DeviceKey) {
         self.lock().insert(device.clone(), DeviceLookup::Deleted);
@@ -90,5 +104,9 @@ impl DeviceRegistry for MapRegistry {
             .get(device)
             .cloned()
             .unwrap_or(DeviceLookup::Unknown))
+    }
+
+    fn model(&self, product: &ProductKey) -> Option<Arc<CompiledModel>> {
+        crate::lock(&self.models).get(product).cloned()
     }
 }

@@ -739,6 +739,9 @@ async fn handle_publish<S: DeviceStream>(
     if publish.topic == ntp_request {
         return answer_ntp(inner, conn, watch, device, filters, &publish, ntp_response).await;
     }
+    if let Some(uplink) = uplink_of(device, &publish.topic) {
+        return answer_post(inner, conn, watch, device, filters, &publish, uplink).await;
+    }
     let via_and_id = match Topic::parse(&publish.topic) {
         Ok(Topic::RrpcResponse { message_id, .. }) | Ok(Topic::ExtRrpc { message_id, .. }) => {
             Some((ReplyVia::Rrpc, Some(message_id)))
@@ -825,4 +828,125 @@ async fn answer_ntp<S: DeviceStream>(
     let answer = Publish::new(response_topic, QoS::AtMostOnce, body.to_string());
     GatewayMetrics::inc(&inner.metrics.messages_sent);
     conn.send(Packet::Publish(answer), watch).await
+}
+
+/// What a device posts on its own `thing/event/...` topics.
+enum Uplink<'a> {
+    /// `thing/event/property/post`.
+    Properties,
+    /// `thing/event/{identifier}/post`.
+    Event(&'a str),
+}
+
+fn uplink_of<'a>(device: &DeviceKey, topic: &'a str) -> Option<Uplink<'a>> {
+    let prefix = format!(
+        "/sys/{}/{}/thing/event/",
+        device.product_key, device.device_name
+    );
+    let rest = topic.strip_prefix(prefix.as_str())?;
+    if rest == "property/post" {
+        return Some(Uplink::Properties);
+    }
+    let identifier = rest.strip_suffix("/post")?;
+    (!identifier.is_empty() && !identifier.contains('/')).then_some(Uplink::Event(identifier))
+}
+
+/// Answers a property or event post on `{topic}_reply`, as Alibaba does:
+/// the values are checked against the product's published thing model
+/// (each value of its declared type; `{"value": v, "time": t}` wrappers
+/// allowed), then `{"code", "data": {}, "id", "message", "method",
+/// "version"}` goes back: 200 and `success`, or the detail code of the
+/// first value that breaks the model (63xx) with what is wrong. A payload
+/// that is not Alink JSON is counted and not answered (there is no `id` to
+/// answer). Sent only if the device subscribed to the reply (`_ss=1`
+/// devices are).
+async fn answer_post<S: DeviceStream>(
+    inner: &Inner,
+    conn: &mut Conn<S>,
+    watch: &mut Watch,
+    device: &DeviceKey,
+    filters: &Filters,
+    publish: &Publish,
+    uplink: Uplink<'_>,
+) -> Result<(), End> {
+    let request: serde_json::Value = match serde_json::from_slice(&publish.payload) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => {
+            GatewayMetrics::inc(&inner.metrics.bad_payloads);
+            tracing::info!(%device, topic = %publish.topic, "a post that is not Alink JSON; not answered");
+            return Ok(());
+        }
+    };
+    let id = request
+        .get("id")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let empty = serde_json::Value::Object(Default::default());
+    let params = request.get("params").unwrap_or(&empty);
+    let model = inner.registry.model(&device.product_key);
+    let (method, verdict) = match uplink {
+        Uplink::Properties => (
+            "thing.event.property.post".to_owned(),
+            check_post(model.as_ref().map(|m| m.property_post()), params),
+        ),
+        Uplink::Event(identifier) => (
+            format!("thing.event.{identifier}.post"),
+            match model.as_ref().and_then(|m| m.event(identifier)) {
+                Some(event) => check_post(Some(event), params),
+                None => Err((
+                    thingcall_tsl::ViolationKind::UnknownParameter.detail_code(),
+                    format!("the thing model has no event {identifier:?}"),
+                )),
+            },
+        ),
+    };
+    let (code, message) = match verdict {
+        Ok(()) => {
+            GatewayMetrics::inc(&inner.metrics.posts_accepted);
+            (200, "success".to_owned())
+        }
+        Err((code, message)) => {
+            GatewayMetrics::inc(&inner.metrics.posts_refused);
+            tracing::debug!(%device, topic = %publish.topic, code, %message, "a post that breaks the thing model");
+            (code, message)
+        }
+    };
+    let reply_topic = format!("{}_reply", publish.topic);
+    if crate::matching_qos(&lock(filters), &reply_topic).is_none() {
+        return Ok(());
+    }
+    let body = serde_json::json!({
+        "code": code,
+        "data": {},
+        "id": id,
+        "message": message,
+        "method": method,
+        "version": "1.0",
+    });
+    GatewayMetrics::inc(&inner.metrics.messages_sent);
+    let answer = Publish::new(reply_topic, QoS::AtMostOnce, body.to_string());
+    conn.send(Packet::Publish(answer), watch).await
+}
+
+/// Checks posted values; `Err((detail code, message))` for the first
+/// value that breaks the model.
+fn check_post(
+    compiled: Option<&Arc<thingcall_tsl::CompiledService>>,
+    params: &serde_json::Value,
+) -> Result<(), (u32, String)> {
+    let (values, mut violations) = thingcall_tsl::posted_values(params);
+    match compiled {
+        Some(c) => violations.extend(c.validate_args(&values)),
+        None if values.as_object().is_some_and(|m| m.is_empty()) => {}
+        None => {
+            return Err((
+                thingcall_tsl::ViolationKind::UnknownParameter.detail_code(),
+                "the product has no published thing model".to_owned(),
+            ));
+        }
+    }
+    match violations.first() {
+        None => Ok(()),
+        Some(v) => Err((v.kind.detail_code(), v.to_string())),
+    }
 }

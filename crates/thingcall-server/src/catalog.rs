@@ -16,6 +16,7 @@ use thingcall_core::{DeviceRef, UnixMillis};
 use thingcall_gateway::{DeviceLookup, DeviceRegistry, RegistryError};
 use thingcall_sign::policy::{KeyState, KeyStore};
 use thingcall_transport::DeviceKey;
+use thingcall_tsl::{CompiledModel, ModelCache, check_str};
 use thingcall_wire::actions::DeviceStatus;
 
 use crate::store::{AccessKey, Change, Device, Product, Snapshot, Stored};
@@ -41,13 +42,17 @@ pub(crate) fn write(c: &SharedCatalog) -> RwLockWriteGuard<'_, Catalog> {
     }
 }
 
-/// The gateway authenticates devices against the mirror.
-pub(crate) struct CatalogRegistry(pub(crate) SharedCatalog);
+/// The gateway authenticates devices against the mirror, and checks what
+/// they post against the published models (compiled in the engine's cache).
+pub(crate) struct CatalogRegistry {
+    pub(crate) catalog: SharedCatalog,
+    pub(crate) models: Arc<ModelCache>,
+}
 
 #[async_trait]
 impl DeviceRegistry for CatalogRegistry {
     async fn lookup(&self, device: &DeviceKey) -> Result<DeviceLookup, RegistryError> {
-        let c = read(&self.0);
+        let c = read(&self.catalog);
         let (pk, dn) = (device.product_key.as_str(), device.device_name.as_str());
         Ok(match c.device_by_name(pk, dn) {
             Some(d) => DeviceLookup::Found {
@@ -57,6 +62,12 @@ impl DeviceRegistry for CatalogRegistry {
             None if c.tombstones.contains(&(pk.to_owned(), dn.to_owned())) => DeviceLookup::Deleted,
             None => DeviceLookup::Unknown,
         })
+    }
+
+    fn model(&self, product: &thingcall_core::ProductKey) -> Option<Arc<CompiledModel>> {
+        compile_published(&self.catalog, &self.models, product.as_str(), None)
+            .ok()
+            .flatten()
     }
 }
 
@@ -341,6 +352,53 @@ impl Catalog {
 pub(crate) fn gmt_utc(ms: i64) -> (String, String) {
     let t = UnixMillis::new(ms);
     (t.to_gmt8(), t.to_iso8601_millis())
+}
+
+/// Why a product has no compiled model.
+pub(crate) enum Unpublished {
+    /// No such product.
+    NoProduct,
+    /// The published text does not compile (it passed the checker when it
+    /// was imported, so this is an internal fault).
+    Broken(thingcall_tsl::CompileError),
+}
+
+/// The compiled published model of one module of a product (`None`: the
+/// default module; `Ok(None)`: nothing published), compiled once per
+/// (product, version, module) in `models`. The engine checks calls with
+/// it, the gateway what devices post.
+pub(crate) fn compile_published(
+    catalog: &SharedCatalog,
+    models: &ModelCache,
+    product_key: &str,
+    block: Option<&str>,
+) -> Result<Option<Arc<CompiledModel>>, Unpublished> {
+    // The catalog stays read-locked while the cache is consulted, so a hit
+    // borrows the model text instead of copying it; only a miss (the first
+    // call of a version) compiles, still under the read lock.
+    let c = read(catalog);
+    let Some(p) = c.products.get(product_key) else {
+        return Err(Unpublished::NoProduct);
+    };
+    let Some(v) = p.published() else {
+        return Ok(None);
+    };
+    let tsl = match block {
+        None => v.tsl.as_str(),
+        Some(b) => match v.modules.get(b) {
+            Some(tsl) => tsl.as_str(),
+            None => return Ok(None),
+        },
+    };
+    // Keyed by the version's sequence number, which is never reused: a
+    // version name published again after pruning is another model.
+    let seq = u64::try_from(v.seq).unwrap_or(0);
+    models
+        .get_or_compile(product_key, seq, block, || {
+            check_str(tsl).map_err(|p| thingcall_tsl::CompileError(format!("{} problems", p.len())))
+        })
+        .map(Some)
+        .map_err(Unpublished::Broken)
 }
 
 #[cfg(test)]

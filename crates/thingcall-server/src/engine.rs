@@ -23,11 +23,13 @@ use thingcall_transport::{
     TransportError,
 };
 use thingcall_tsl::{
-    CompiledModel, CompiledService, ModelCache, ReplyMode, check_str, violations_to_api_error,
+    CompiledModel, CompiledService, ModelCache, ReplyMode, violations_to_api_error,
 };
 use tokio::sync::oneshot;
 
-use crate::catalog::{Applied, Catalog, SharedCatalog, Unresolved, read, write};
+use crate::catalog::{
+    Applied, Catalog, SharedCatalog, Unpublished, Unresolved, compile_published, read, write,
+};
 use crate::ids::MessageIds;
 use crate::metrics::Metrics;
 use crate::store::{
@@ -227,33 +229,11 @@ impl Engine {
         product_key: &str,
         block: Option<&str>,
     ) -> Result<Option<Arc<CompiledModel>>, ApiError> {
-        // The catalog stays read-locked while the cache is consulted, so a
-        // hit borrows the model text instead of copying it; only a miss (the
-        // first call of a version) compiles, still under the read lock.
-        let c = read(&self.catalog);
-        let Some(p) = c.products.get(product_key) else {
-            return Err(ApiError::new(ErrorCode::NotExistedProduct));
-        };
-        let Some(v) = p.published() else {
-            return Ok(None);
-        };
-        let tsl = match block {
-            None => v.tsl.as_str(),
-            Some(b) => match v.modules.get(b) {
-                Some(tsl) => tsl.as_str(),
-                None => return Ok(None),
-            },
-        };
-        // Keyed by the version's sequence number, which is never reused:
-        // a version name published again after pruning is another model.
-        let seq = u64::try_from(v.seq).unwrap_or(0);
-        self.models
-            .get_or_compile(product_key, seq, block, || {
-                check_str(tsl)
-                    .map_err(|p| thingcall_tsl::CompileError(format!("{} problems", p.len())))
-            })
-            .map(Some)
-            .map_err(system_error)
+        match compile_published(&self.catalog, &self.models, product_key, block) {
+            Ok(model) => Ok(model),
+            Err(Unpublished::NoProduct) => Err(ApiError::new(ErrorCode::NotExistedProduct)),
+            Err(Unpublished::Broken(e)) => Err(system_error(e)),
+        }
     }
 
     /// Runs one `InvokeThingService` call.

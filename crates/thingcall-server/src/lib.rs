@@ -132,12 +132,16 @@ impl Server {
             }
         };
         let (catalog, last_message_id) = engine::load_catalog(registry.as_ref()).await?;
+        let models = Arc::new(thingcall_tsl::ModelCache::new());
         let gateway = Gateway::new(
             options.gateway,
-            Arc::new(CatalogRegistry(Arc::clone(&catalog))),
+            Arc::new(CatalogRegistry {
+                catalog: Arc::clone(&catalog),
+                models: Arc::clone(&models),
+            }),
             Arc::clone(&clock),
         );
-        let engine = Engine::assemble(
+        let mut engine = Engine::assemble(
             options.config,
             registry,
             records,
@@ -148,6 +152,7 @@ impl Server {
             Some(gateway.clone()),
             0,
         );
+        engine.models = models;
         let generated_key = ensure_access_key(&engine, options.access_key).await?;
         Ok(Server {
             state: Arc::new(engine),
@@ -177,16 +182,19 @@ impl Server {
         let number = cluster::claim_number(&store, &node_id, clock.now().get()).await?;
         let applied = store.registry_last().await?;
         let (catalog, last_message_id) = engine::load_catalog(store.as_ref()).await?;
+        let models = Arc::new(thingcall_tsl::ModelCache::new());
         let gateway = Gateway::new(
             options.gateway,
-            Arc::new(CatalogRegistry(Arc::clone(&catalog))),
+            Arc::new(CatalogRegistry {
+                catalog: Arc::clone(&catalog),
+                models: Arc::clone(&models),
+            }),
             Arc::clone(&clock),
         );
         let (reconnected, reconnects) = tokio::sync::mpsc::unbounded_channel();
         let nats = cluster::connect_nats(&config, &node_id, reconnected)
             .await
             .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, e))?;
-        let models = Arc::new(thingcall_tsl::ModelCache::new());
         let node = cluster::Cluster::new(
             node_id.clone(),
             nats,

@@ -3,18 +3,39 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::model::ThingModel;
+use thingcall_core::CallType;
+
+use crate::model::{Param, Service, ServiceInput, ThingModel};
 use crate::validate::{CompileError, CompiledService};
 
-/// A checked thing model with every service compiled once.
+/// A checked thing model with every service compiled once, and what
+/// devices post (properties, events) compiled the same way.
 #[derive(Debug)]
 pub struct CompiledModel {
     model: ThingModel,
     services: BTreeMap<String, Arc<CompiledService>>,
+    properties: Arc<CompiledService>,
+    events: BTreeMap<String, Arc<CompiledService>>,
+}
+
+/// An uplink as a service whose inputs are what the device posts, so the
+/// service validators check it: any subset of the listed values, each of
+/// its declared type, and nothing else.
+fn uplink(identifier: &str, method: &str, params: Vec<Param>) -> Service {
+    Service {
+        identifier: identifier.to_owned(),
+        name: identifier.to_owned(),
+        call_type: CallType::Async,
+        input: ServiceInput::Params(params),
+        output_data: Vec::new(),
+        method: method.to_owned(),
+        required: false,
+    }
 }
 
 impl CompiledModel {
-    /// Compiles every service of a checked model.
+    /// Compiles every service of a checked model, the property post and
+    /// every event.
     pub fn compile(model: ThingModel) -> Result<CompiledModel, CompileError> {
         let mut services = BTreeMap::new();
         for service in &model.services {
@@ -23,7 +44,46 @@ impl CompiledModel {
                 Arc::new(CompiledService::compile(service)?),
             );
         }
-        Ok(CompiledModel { model, services })
+        let params = model
+            .properties
+            .iter()
+            .map(|p| Param {
+                identifier: p.identifier.clone(),
+                name: p.name.clone(),
+                data_type: p.data_type.clone(),
+            })
+            .collect();
+        let properties = Arc::new(CompiledService::compile(&uplink(
+            "post",
+            "thing.event.property.post",
+            params,
+        ))?);
+        let mut events = BTreeMap::new();
+        for event in &model.events {
+            let service = uplink(&event.identifier, &event.method, event.output_data.clone());
+            events.insert(
+                event.identifier.clone(),
+                Arc::new(CompiledService::compile(&service)?),
+            );
+        }
+        Ok(CompiledModel {
+            model,
+            services,
+            properties,
+            events,
+        })
+    }
+
+    /// The property post (`thing.event.property.post`) as a compiled
+    /// service: its inputs are the model's properties.
+    pub fn property_post(&self) -> &Arc<CompiledService> {
+        &self.properties
+    }
+
+    /// An event (`thing.event.{identifier}.post`) as a compiled service: its
+    /// inputs are the event's `outputData`.
+    pub fn event(&self, identifier: &str) -> Option<&Arc<CompiledService>> {
+        self.events.get(identifier)
     }
 
     /// The model.

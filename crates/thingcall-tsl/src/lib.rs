@@ -23,7 +23,7 @@ pub use check::{Problem, check, check_str};
 pub use compiled::{CompiledModel, ModelCache};
 pub use model::{DataType, Param, Service, ServiceInput, ThingModel};
 pub use validate::{
-    CompileError, CompiledService, ReplyCheck, ReplyMode, Violation, ViolationKind,
+    CompileError, CompiledService, ReplyCheck, ReplyMode, Violation, ViolationKind, posted_values,
     violations_to_api_error,
 };
 

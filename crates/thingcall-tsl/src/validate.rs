@@ -50,6 +50,8 @@ pub enum ViolationKind {
     Array,
     /// Not an array where one is required (6328).
     NotArray,
+    /// A posted value's `time` is not epoch milliseconds (6326).
+    Time,
 }
 
 impl ViolationKind {
@@ -70,6 +72,7 @@ impl ViolationKind {
             ViolationKind::Struct => 6312,
             ViolationKind::Array => 6324,
             ViolationKind::NotArray => 6328,
+            ViolationKind::Time => 6326,
         }
     }
 
@@ -234,6 +237,50 @@ fn build(schema: &Value) -> Result<Validator, CompileError> {
         )
         .build(schema)
         .map_err(|e| CompileError(e.to_string()))
+}
+
+/// A device's property post (or event) `params` with each value taken out
+/// of its `{"value": v, "time": t}` wrapper, the form devices use to give
+/// a value its own time; values without the wrapper stay as they are. A
+/// `time` that is not a whole number of epoch milliseconds is a violation
+/// (6326).
+pub fn posted_values(params: &Value) -> (Value, Vec<Violation>) {
+    let Value::Object(map) = params else {
+        return (params.clone(), Vec::new());
+    };
+    let mut out = serde_json::Map::new();
+    let mut violations = Vec::new();
+    for (key, value) in map {
+        match value {
+            Value::Object(inner)
+                if inner.contains_key("value")
+                    && inner.keys().all(|k| k == "value" || k == "time") =>
+            {
+                if let Some(time) = inner.get("time")
+                    && !(time.is_u64() || time.as_str().is_some_and(|t| t.parse::<u64>().is_ok()))
+                {
+                    violations.push(Violation {
+                        pointer: crate::pointer::Pointer::root()
+                            .key(key)
+                            .key("time")
+                            .as_str()
+                            .to_owned(),
+                        kind: ViolationKind::Time,
+                        expected: "epoch milliseconds".to_owned(),
+                        received: time.to_string(),
+                    });
+                }
+                out.insert(
+                    key.clone(),
+                    inner.get("value").cloned().unwrap_or(Value::Null),
+                );
+            }
+            _ => {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    (Value::Object(out), violations)
 }
 
 /// A service compiled for validation: its schemas and their validators.

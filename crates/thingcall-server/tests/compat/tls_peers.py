@@ -110,8 +110,19 @@ def on_call(identifier, request_id, params, userdata):
 
 
 lk.on_thing_call_service = on_call
+posted = []
+lk.on_thing_prop_post = lambda request_id, code, data, message, userdata: posted.append((request_id, code))
 lk.connect_async()
 wait(lambda: enabled, "linkkit connected over TLS")
+
+# Property posts are checked against the published model and answered.
+rc, first = lk.thing_post_property({"Brightness": 50})
+check(rc == 0, "post sent")
+wait(lambda: len(posted) == 1, "the property post answered")
+check(posted[0] == (first, 200), posted)
+rc, second = lk.thing_post_property({"Brightness": 500})
+wait(lambda: len(posted) == 2, "the out-of-range post answered")
+check(posted[1] == (second, 6306), posted)
 check(status("lk-tls") == "ONLINE", "linkkit ONLINE")
 sync = invoke("lk-tls", "Calibrate", {"Offset": 1.5})
 check(sync["Success"] is True and json.loads(sync["Data"]["Result"]) == {"Result": 7}, sync)
