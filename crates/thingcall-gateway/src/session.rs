@@ -814,20 +814,36 @@ async fn answer_ntp<S: DeviceStream>(
         tracing::info!(%device, "time request without deviceSendTime; not answered");
         return Ok(());
     };
-    if crate::matching_qos(&lock(filters), &response_topic).is_none() {
-        GatewayMetrics::inc(&inner.metrics.uplinks_ignored);
-        tracing::debug!(%device, "time request from a device not subscribed to the response");
-        return Ok(());
-    }
     let body = serde_json::json!({
         "deviceSendTime": device_send_time,
         "serverRecvTime": received.to_string(),
         "serverSendTime": inner.clock.now().get().to_string(),
     });
-    // QoS 0: a late time answer is worse than none.
-    let answer = Publish::new(response_topic, QoS::AtMostOnce, body.to_string());
+    if !answer(inner, conn, watch, filters, response_topic, &body).await? {
+        GatewayMetrics::inc(&inner.metrics.uplinks_ignored);
+        tracing::debug!(%device, "time request from a device not subscribed to the response");
+    }
+    Ok(())
+}
+
+/// Sends the gateway's own answer to a device request at QoS 0 (a late
+/// answer is worse than none), if the device subscribed to its topic.
+/// Returns whether it was sent.
+async fn answer<S: DeviceStream>(
+    inner: &Inner,
+    conn: &mut Conn<S>,
+    watch: &mut Watch,
+    filters: &Filters,
+    topic: String,
+    body: &serde_json::Value,
+) -> Result<bool, End> {
+    if crate::matching_qos(&lock(filters), &topic).is_none() {
+        return Ok(false);
+    }
     GatewayMetrics::inc(&inner.metrics.messages_sent);
-    conn.send(Packet::Publish(answer), watch).await
+    let publish = Publish::new(topic, QoS::AtMostOnce, body.to_string());
+    conn.send(Packet::Publish(publish), watch).await?;
+    Ok(true)
 }
 
 /// What a device posts on its own `thing/event/...` topics.
@@ -911,10 +927,6 @@ async fn answer_post<S: DeviceStream>(
             (code, message)
         }
     };
-    let reply_topic = format!("{}_reply", publish.topic);
-    if crate::matching_qos(&lock(filters), &reply_topic).is_none() {
-        return Ok(());
-    }
     let body = serde_json::json!({
         "code": code,
         "data": {},
@@ -923,9 +935,9 @@ async fn answer_post<S: DeviceStream>(
         "method": method,
         "version": "1.0",
     });
-    GatewayMetrics::inc(&inner.metrics.messages_sent);
-    let answer = Publish::new(reply_topic, QoS::AtMostOnce, body.to_string());
-    conn.send(Packet::Publish(answer), watch).await
+    let reply_topic = format!("{}_reply", publish.topic);
+    answer(inner, conn, watch, filters, reply_topic, &body).await?;
+    Ok(())
 }
 
 /// Checks posted values; `Err((detail code, message))` for the first
