@@ -605,11 +605,29 @@ impl Cluster {
                 continue;
             }
             lock(&self.heard).insert(e.node.clone(), Instant::now());
-            self.remote_presence(&e);
+            self.remote_presence_caught_up(&e).await;
         }
     }
 
-    fn remote_presence(&self, e: &NodeEvent) {
+    /// [`Self::remote_presence`], for a device this node may not know yet:
+    /// its registration is committed before it can log in anywhere, but
+    /// the change notice can come after the other node's presence. Then
+    /// the registry is read first, and the presence shown after it.
+    async fn remote_presence_caught_up(&self, e: &NodeEvent) {
+        if self.remote_presence(e) {
+            return;
+        }
+        if let Err(err) = self.catch_up().await {
+            tracing::warn!(device = %e.device, error = %err, "cannot read the registry for a device's presence");
+        }
+        if !self.mirror_presence(&e.device, e.online, e.at, e.ip.clone()) {
+            tracing::debug!(device = %e.device, node = %e.node, "presence of a device not in the registry");
+        }
+    }
+
+    /// Shows another node's presence event; false when the mirror does not
+    /// know the device (yet), so that nothing was shown.
+    fn remote_presence(&self, e: &NodeEvent) -> bool {
         if self.gateway.is_connected(&e.device) {
             // Held here too (a kick was lost while a node was cut off from
             // NATS): the later login wins, as on one node.
@@ -640,7 +658,7 @@ impl Cluster {
                             .await;
                     });
                 }
-                return;
+                return true;
             }
         }
         {
@@ -652,10 +670,10 @@ impl Cluster {
                 remote.remove(&e.device);
             } else {
                 // An old session's end, after the device moved on.
-                return;
+                return true;
             }
         }
-        self.mirror_presence(&e.device, e.online, e.at, e.ip.clone());
+        self.mirror_presence(&e.device, e.online, e.at, e.ip.clone())
     }
 
     /// When the device's session here began (as the mirror knows it).
@@ -693,13 +711,21 @@ impl Cluster {
         }
     }
 
-    fn mirror_presence(&self, device: &DeviceKey, online: bool, at: i64, ip: Option<String>) {
+    /// Shows a presence change in the mirror; false when the mirror does
+    /// not know the device.
+    fn mirror_presence(
+        &self,
+        device: &DeviceKey,
+        online: bool,
+        at: i64,
+        ip: Option<String>,
+    ) -> bool {
         let mut catalog = write(&self.catalog);
         let Some(iot_id) = catalog
             .device_by_name(device.product_key.as_str(), device.device_name.as_str())
             .map(|d| d.iot_id.clone())
         else {
-            return;
+            return false;
         };
         catalog.apply(&Change::Presence {
             iot_id,
@@ -707,6 +733,7 @@ impl Cluster {
             at,
             ip_address: ip,
         });
+        true
     }
 
     /// Kicks from other nodes: a device that logged in there, or that was
@@ -853,14 +880,15 @@ impl Cluster {
             }
             lock(&self.heard).insert(node.clone(), Instant::now());
             for (device, at, ip) in devices {
-                self.remote_presence(&NodeEvent {
+                self.remote_presence_caught_up(&NodeEvent {
                     node: node.clone(),
                     device,
                     online: true,
                     at,
                     ip,
                     reason: "hello".to_owned(),
-                });
+                })
+                .await;
             }
         }
     }
