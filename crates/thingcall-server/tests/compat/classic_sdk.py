@@ -87,7 +87,11 @@ check(enabled, "linkkit connected")
 r = GetDeviceStatusRequest.GetDeviceStatusRequest()
 r.set_ProductKey(pk)
 r.set_DeviceName("py-dev-1")
-check(do(r)["Data"]["Status"] == "ONLINE", "device ONLINE")
+# Presence is recorded as the session starts, a moment after the device sees it.
+deadline = time.time() + 5
+while do(r)["Data"]["Status"] != "ONLINE":
+    check(time.time() < deadline, "device ONLINE")
+    time.sleep(0.05)
 
 # 3. Invoke: sync and async.
 r = InvokeThingServiceRequest.InvokeThingServiceRequest()

@@ -53,8 +53,14 @@ function subscribe(client, topics) {
   const refused = await subscribe(device._mqttClient, theirs);
   for (const g of refused) check(g.qos === 128, { granted: g.topic });
 
-  const status = await api.request('GetDeviceStatus', { ProductKey: pk, DeviceName: dn }, { method: 'POST' });
-  check(status.Data.Status === 'ONLINE', status);
+  // Presence is recorded as the session starts, a moment after the device sees it.
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const status = await api.request('GetDeviceStatus', { ProductKey: pk, DeviceName: dn }, { method: 'POST' });
+    if (status.Data.Status === 'ONLINE') break;
+    check(Date.now() < deadline, status);
+    await new Promise((r) => setTimeout(r, 50));
+  }
   const r = await api.request('InvokeThingService',
     { ProductKey: pk, DeviceName: dn, Identifier: 'Calibrate', Args: JSON.stringify({ Offset: 1.5 }) },
     { method: 'POST' });

@@ -123,7 +123,8 @@ check(posted[0] == (first, 200), posted)
 rc, second = lk.thing_post_property({"Brightness": 500})
 wait(lambda: len(posted) == 2, "the out-of-range post answered")
 check(posted[1] == (second, 6306), posted)
-check(status("lk-tls") == "ONLINE", "linkkit ONLINE")
+# Presence is recorded as the session starts, a moment after the device sees it.
+wait(lambda: status("lk-tls") == "ONLINE", "linkkit ONLINE", seconds=5)
 sync = invoke("lk-tls", "Calibrate", {"Offset": 1.5})
 check(sync["Success"] is True and json.loads(sync["Data"]["Result"]) == {"Result": 7}, sync)
 asyn = invoke("lk-tls", "Reboot", {"Delay": 1})
@@ -191,7 +192,7 @@ def paho_device(dn, port, tls):
 
 for dn, port, tls, want in (("paho-ws", ws_port, False, 8), ("paho-wss", wss_port, True, 9)):
     c = paho_device(dn, port, tls)
-    check(status(dn) == "ONLINE", dn)
+    wait(lambda: status(dn) == "ONLINE", dn + " ONLINE", seconds=5)
     r = invoke(dn, "Calibrate", {"Offset": 1})
     check(r["Success"] is True and json.loads(r["Data"]["Result"]) == {"Result": want}, r)
     c.disconnect()
