@@ -5,12 +5,15 @@
 //! * [`v3`]: `ACS3-HMAC-SHA256` (spec digest §2.9).
 //! * [`policy`]: server-side verification in the documented check order,
 //!   with a nonce store (spec digest §2.5-2.7).
+//! * [`amqp`]: the SASL PLAIN username and password of AMQP server-side
+//!   subscription (`amqp-subscription.md` §1.3).
 //! * [`device`]: MQTT client ids, usernames and passwords for
 //!   one-device-one-secret authentication (spec digest §5.2).
 //!
 //! Time, nonces and secrets are arguments; the crate does no IO and reads no
 //! clock.
 
+pub mod amqp;
 pub mod device;
 mod digest;
 pub mod policy;
