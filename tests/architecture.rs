@@ -158,6 +158,12 @@ fn protocol_crates_only_depend_downwards() {
         ("thingcall-transport", &["thingcall-core"][..]),
         // TLS certificates know nothing of the protocol.
         ("thingcall-tls", &[][..]),
+        // Server-side subscription: the AMQP signature and TLS, never the
+        // store or the HTTP edge (the server hands it both as traits).
+        (
+            "thingcall-amqp",
+            &["thingcall-core", "thingcall-sign", "thingcall-tls"][..],
+        ),
         (
             "thingcall-gateway",
             &[

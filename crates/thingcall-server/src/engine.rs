@@ -97,6 +97,8 @@ pub(crate) struct Engine {
     pub(crate) gate: Option<Arc<tokio::sync::RwLock<()>>>,
     /// In a cluster: this node's id (a label on every metric).
     pub(crate) node_id: Option<String>,
+    /// Server-side subscription (absent in an engine made from parts).
+    pub(crate) subscribe: Option<Arc<crate::subscribe::Subscribe>>,
 }
 
 /// Loads the registry into a new mirror; also returns the highest message
@@ -145,6 +147,7 @@ impl Engine {
             shared_nonces: None,
             gate: None,
             node_id: None,
+            subscribe: None,
         }
     }
 }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use thingcall_transport::{DeviceReply, EventStream, PresenceEvent, ReplyVia, TransportEvent};
 
+use thingcall_amqp::message::{self, About};
+
 use crate::catalog::read;
 use crate::engine::{Engine, recorded_reply};
 use crate::store::{Change, Completion, Outcome};
@@ -74,6 +76,7 @@ impl Engine {
             return;
         };
         let late = matches!(reply.via, ReplyVia::Rrpc);
+        let iot_id_for_forward = iot_id.clone();
         let (output, code) = recorded_reply(&reply);
         let completion = Completion {
             message_id,
@@ -112,6 +115,9 @@ impl Engine {
             }
             match outcome {
                 Ok(true) => {
+                    if !late {
+                        state.forward_reply(&iot_id_for_forward, &reply, message_id);
+                    }
                     state
                         .metrics
                         .count_reply(if late { "late" } else { "async" });
@@ -121,6 +127,82 @@ impl Engine {
                 Err(e) => tracing::error!(%message_id, error = %e, "cannot record a reply"),
             }
         });
+    }
+
+    /// Forwards an async call's result to the consumer groups subscribed
+    /// to the product's device data (`/${pk}/${dn}/thing/downlink/reply/message`).
+    fn forward_reply(
+        &self,
+        iot_id: &str,
+        reply: &DeviceReply,
+        message_id: thingcall_core::MessageId,
+    ) {
+        let Some(s) = &self.subscribe else { return };
+        let ReplyVia::Async { identifier } = &reply.via else {
+            return;
+        };
+        let d = &reply.device;
+        let about = About {
+            iot_id,
+            product_key: d.product_key.as_str(),
+            device_name: d.device_name.as_str(),
+        };
+        let topic = format!(
+            "/sys/{}/{}/thing/service/{}",
+            about.product_key,
+            about.device_name,
+            identifier.replace(':', "/")
+        );
+        let code = reply.reply.code;
+        let message = reply.reply.message.clone().unwrap_or_else(|| {
+            if code == 200 {
+                "success".into()
+            } else {
+                "failure".into()
+            }
+        });
+        let now = self.now().get();
+        let forward = message::downlink_reply(
+            about,
+            message_id.get(),
+            code,
+            &message,
+            &topic,
+            reply.reply.data.clone(),
+            now,
+        );
+        let key = format!("{}/{}", about.product_key, about.device_name);
+        s.publish(
+            about.product_key,
+            &key,
+            "DeviceDataFlag",
+            forward,
+            message_id.get(),
+            now,
+        );
+    }
+
+    /// Forwards a status change to the consumer groups subscribed to the
+    /// product's status changes (`/as/mqtt/status/${pk}/${dn}`).
+    fn forward_status(&self, iot_id: &str, p: &PresenceEvent) {
+        let Some(s) = &self.subscribe else { return };
+        let about = About {
+            iot_id,
+            product_key: p.device.product_key.as_str(),
+            device_name: p.device.device_name.as_str(),
+        };
+        let ip = p.client_addr.map(|a| a.ip().to_string());
+        let forward = message::status(about, p.online, p.at.get(), ip.as_deref());
+        let key = format!("{}/{}", about.product_key, about.device_name);
+        let id = self.message_ids.next(self.now()).get();
+        s.publish(
+            about.product_key,
+            &key,
+            "DeviceStatusChangeFlag",
+            forward,
+            id,
+            self.now().get(),
+        );
     }
 
     fn reject_reply(&self, reply: &DeviceReply, reason: &'static str) {
@@ -138,6 +220,7 @@ impl Engine {
         let Some(iot_id) = iot_id else {
             return;
         };
+        self.forward_status(&iot_id, &p);
         let change = Change::Presence {
             iot_id,
             online: p.online,

@@ -18,6 +18,7 @@ mod http;
 mod ids;
 mod metrics;
 mod store;
+mod subscribe;
 mod sync;
 
 use std::future::Future;
@@ -61,6 +62,8 @@ pub struct ServerOptions {
     pub access_key: Option<(String, Secret)>,
     /// Join a cluster of nodes on NATS (needs the PostgreSQL store).
     pub cluster: Option<ClusterConfig>,
+    /// Delivery settings of server-side subscription (AMQP).
+    pub subscription: thingcall_amqp::BrokerConfig,
 }
 
 /// Which store a server keeps its registry and invocation records in.
@@ -121,14 +124,18 @@ impl Server {
         if let Some(cluster) = options.cluster.clone() {
             return Server::open_node(options, cluster, clock).await;
         }
-        let (registry, records): (Arc<dyn Registry>, Arc<dyn Records>) = match &options.store {
+        let (registry, records, subscriptions): (
+            Arc<dyn Registry>,
+            Arc<dyn Records>,
+            Arc<dyn store::Subscriptions>,
+        ) = match &options.store {
             StoreConfig::Sqlite => {
                 let store = Arc::new(store::sqlite::Store::open(&options.data_dir)?);
-                (store.clone(), store)
+                (store.clone(), store.clone(), store)
             }
             StoreConfig::Postgres(url) => {
                 let store = Arc::new(store::postgres::Store::connect(url).await?);
-                (store.clone(), store)
+                (store.clone(), store.clone(), store)
             }
         };
         let (catalog, last_message_id) = engine::load_catalog(registry.as_ref()).await?;
@@ -153,6 +160,14 @@ impl Server {
             0,
         );
         engine.models = models;
+        engine.subscribe = Some(
+            subscribe::Subscribe::start(
+                subscriptions,
+                options.subscription.clone(),
+                Arc::clone(&engine.clock),
+            )
+            .await?,
+        );
         let generated_key = ensure_access_key(&engine, options.access_key).await?;
         Ok(Server {
             state: Arc::new(engine),
@@ -383,9 +398,11 @@ impl Server {
             mqtts,
             mqtt_ws,
             mqtt_wss,
+            amqp,
+            amqps,
             tls,
         } = listeners;
-        let needs_tls = https.is_some() || mqtts.is_some() || mqtt_wss.is_some();
+        let needs_tls = https.is_some() || mqtts.is_some() || mqtt_wss.is_some() || amqps.is_some();
         if needs_tls && tls.is_none() {
             return Err(std::io::Error::other(
                 "the HTTPS, MQTTS and secure WebSocket listeners need a certificate",
@@ -435,6 +452,32 @@ impl Server {
                     None => Ok(()),
                 }
             }));
+        }
+        // Server-side subscription: plaintext and TLS AMQP endpoints.
+        let mut amqp_endpoints = vec![(amqp, None)];
+        if let Some(l) = amqps {
+            amqp_endpoints.push((Some(l), acceptor(&[b"amqp"])));
+        }
+        let mut amqp_tasks = Vec::new();
+        for (listener, tls_acceptor) in amqp_endpoints {
+            let (Some(listener), Some(subscribe)) = (listener, self.state.subscribe.clone()) else {
+                continue;
+            };
+            let directory = Arc::new(subscribe::AmqpDirectory {
+                catalog: Arc::clone(&self.state.catalog),
+                subscribe: Arc::clone(&subscribe),
+            });
+            let mut stop = stop_rx.clone();
+            amqp_tasks.push(tokio::spawn(thingcall_amqp::listener::accept_on(
+                listener,
+                tls_acceptor,
+                Arc::clone(&subscribe.broker),
+                directory,
+                thingcall_amqp::EndpointConfig::default(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )));
         }
         let watcher = tls.clone().map(|t| {
             let mut stop = stop_rx.clone();
@@ -505,6 +548,9 @@ impl Server {
         for task in gw_tasks {
             let _ = task.await;
         }
+        for task in amqp_tasks {
+            let _ = task.await;
+        }
         if let Some(w) = watcher {
             let _ = w.await;
         }
@@ -551,6 +597,10 @@ pub struct Listeners {
     pub mqtt_ws: Option<TcpListener>,
     /// MQTT over WebSocket over TLS (`wss://HOST:PORT/mqtt`).
     pub mqtt_wss: Option<TcpListener>,
+    /// AMQP 1.0 server-side subscription, plaintext (development only).
+    pub amqp: Option<TcpListener>,
+    /// AMQP 1.0 server-side subscription over TLS (`amqps://`, 5671).
+    pub amqps: Option<TcpListener>,
     /// The certificate of every TLS listener, reloaded on SIGHUP and when
     /// its files change.
     pub tls: Option<thingcall_tls::ServerTls>,
@@ -566,6 +616,8 @@ impl Listeners {
             mqtts: None,
             mqtt_ws: None,
             mqtt_wss: None,
+            amqp: None,
+            amqps: None,
             tls: None,
         }
     }

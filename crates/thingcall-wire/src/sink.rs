@@ -34,6 +34,8 @@ pub trait Sink {
     fn end_item(&mut self, item: &str);
     /// Closes the list opened by `begin_list(name, item)`.
     fn end_list(&mut self, name: &str, item: &str);
+    /// A list of strings: a plain array in JSON, `<item>` elements in XML.
+    fn strings(&mut self, name: &str, item: &str, values: &[String]);
 }
 
 /// Writes a JSON object.
@@ -154,6 +156,19 @@ impl Sink for JsonWriter {
         self.out.push_str("]}");
         self.need_comma = true;
     }
+
+    fn strings(&mut self, name: &str, _item: &str, values: &[String]) {
+        self.key(name);
+        self.out.push('[');
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            json_string(v, &mut self.out);
+        }
+        self.out.push(']');
+        self.need_comma = true;
+    }
 }
 
 /// Writes an XML document with one root element.
@@ -268,6 +283,14 @@ impl Sink for XmlWriter {
     }
 
     fn end_list(&mut self, name: &str, _item: &str) {
+        self.close(name);
+    }
+
+    fn strings(&mut self, name: &str, item: &str, values: &[String]) {
+        self.open(name);
+        for v in values {
+            self.str(item, v);
+        }
         self.close(name);
     }
 }

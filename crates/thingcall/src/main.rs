@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the thingcall server: HTTP API, MQTT device gateway, store (SQLite or PostgreSQL).
-    Serve(cmd::serve::ServeArgs),
+    Serve(Box<cmd::serve::ServeArgs>),
     /// The store: copy a SQLite data directory into PostgreSQL.
     #[command(subcommand)]
     Store(cmd::store::StoreCommand),
@@ -57,7 +57,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Serve(a) => cmd::serve::run(a),
+        Command::Serve(a) => cmd::serve::run(*a),
         Command::Invoke(a) => cmd::api::invoke(a),
         Command::Product(c) => c.run(),
         Command::Sign(c) => c.run(),

@@ -174,6 +174,16 @@ pub enum ErrorCode {
     PublishMessageException,
     /// `iot.messagebroker.InvalidTimeoutValue` (HTTP 200, business shape).
     InvalidTimeoutValue,
+    /// `iot.consumergroup.NotExistedConsumerGroup` (HTTP 200, business shape).
+    NotExistedConsumerGroup,
+    /// `iot.consumergroup.AlreadyExistedGroupName` (HTTP 200, business shape).
+    AlreadyExistedConsumerGroupName,
+    /// `iot.consumergroup.DefaultGroupCannotBeChanged` (HTTP 200, business shape).
+    DefaultConsumerGroupReadOnly,
+    /// `iot.subscribe.NotExistedSubscribeRelation` (HTTP 200, business shape).
+    NotExistedSubscribeRelation,
+    /// `iot.subscribe.AlreadyExistedSubscribeRelation` (HTTP 200, business shape).
+    AlreadyExistedSubscribeRelation,
 }
 
 impl ErrorCode {
@@ -261,6 +271,11 @@ impl ErrorCode {
         ErrorCode::PublishMessageFailed,
         ErrorCode::PublishMessageException,
         ErrorCode::InvalidTimeoutValue,
+        ErrorCode::NotExistedConsumerGroup,
+        ErrorCode::AlreadyExistedConsumerGroupName,
+        ErrorCode::DefaultConsumerGroupReadOnly,
+        ErrorCode::NotExistedSubscribeRelation,
+        ErrorCode::AlreadyExistedSubscribeRelation,
     ];
 
     /// The wire code string; `Missing{Name}` is a template filled per parameter.
@@ -348,6 +363,11 @@ impl ErrorCode {
             ErrorCode::PublishMessageFailed => "iot.messagebroker.PublishMessageFailed",
             ErrorCode::PublishMessageException => "iot.messagebroker.PublishMessageException",
             ErrorCode::InvalidTimeoutValue => "iot.messagebroker.InvalidTimeoutValue",
+            ErrorCode::NotExistedConsumerGroup => "iot.consumergroup.NotExistedConsumerGroup",
+            ErrorCode::AlreadyExistedConsumerGroupName => "iot.consumergroup.AlreadyExistedGroupName",
+            ErrorCode::DefaultConsumerGroupReadOnly => "iot.consumergroup.DefaultGroupCannotBeChanged",
+            ErrorCode::NotExistedSubscribeRelation => "iot.subscribe.NotExistedSubscribeRelation",
+            ErrorCode::AlreadyExistedSubscribeRelation => "iot.subscribe.AlreadyExistedSubscribeRelation",
         }
     }
 
@@ -436,6 +456,11 @@ impl ErrorCode {
             ErrorCode::PublishMessageFailed => 200,
             ErrorCode::PublishMessageException => 200,
             ErrorCode::InvalidTimeoutValue => 200,
+            ErrorCode::NotExistedConsumerGroup => 200,
+            ErrorCode::AlreadyExistedConsumerGroupName => 200,
+            ErrorCode::DefaultConsumerGroupReadOnly => 200,
+            ErrorCode::NotExistedSubscribeRelation => 200,
+            ErrorCode::AlreadyExistedSubscribeRelation => 200,
         }
     }
 
@@ -524,6 +549,11 @@ impl ErrorCode {
             ErrorCode::PublishMessageFailed => ErrorShape::Business,
             ErrorCode::PublishMessageException => ErrorShape::Business,
             ErrorCode::InvalidTimeoutValue => ErrorShape::Business,
+            ErrorCode::NotExistedConsumerGroup => ErrorShape::Business,
+            ErrorCode::AlreadyExistedConsumerGroupName => ErrorShape::Business,
+            ErrorCode::DefaultConsumerGroupReadOnly => ErrorShape::Business,
+            ErrorCode::NotExistedSubscribeRelation => ErrorShape::Business,
+            ErrorCode::AlreadyExistedSubscribeRelation => ErrorShape::Business,
         }
     }
 
@@ -612,6 +642,11 @@ impl ErrorCode {
             ErrorCode::PublishMessageFailed => "Failed to publish message.",
             ErrorCode::PublishMessageException => "An exception occurred when publishing message.",
             ErrorCode::InvalidTimeoutValue => "The timeout value is invalid.",
+            ErrorCode::NotExistedConsumerGroup => "The consumer group does not exist.",
+            ErrorCode::AlreadyExistedConsumerGroupName => "A consumer group with this name already exists.",
+            ErrorCode::DefaultConsumerGroupReadOnly => "The default consumer group cannot be changed or deleted.",
+            ErrorCode::NotExistedSubscribeRelation => "The product has no subscription of this type.",
+            ErrorCode::AlreadyExistedSubscribeRelation => "The product already has a subscription of this type.",
         }
     }
 
@@ -699,6 +734,11 @@ impl ErrorCode {
             "iot.messagebroker.PublishMessageFailed" => Some(ErrorCode::PublishMessageFailed),
             "iot.messagebroker.PublishMessageException" => Some(ErrorCode::PublishMessageException),
             "iot.messagebroker.InvalidTimeoutValue" => Some(ErrorCode::InvalidTimeoutValue),
+            "iot.consumergroup.NotExistedConsumerGroup" => Some(ErrorCode::NotExistedConsumerGroup),
+            "iot.consumergroup.AlreadyExistedGroupName" => Some(ErrorCode::AlreadyExistedConsumerGroupName),
+            "iot.consumergroup.DefaultGroupCannotBeChanged" => Some(ErrorCode::DefaultConsumerGroupReadOnly),
+            "iot.subscribe.NotExistedSubscribeRelation" => Some(ErrorCode::NotExistedSubscribeRelation),
+            "iot.subscribe.AlreadyExistedSubscribeRelation" => Some(ErrorCode::AlreadyExistedSubscribeRelation),
             _ => None,
         }
     }

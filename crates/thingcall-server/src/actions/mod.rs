@@ -1,6 +1,6 @@
 //! One handler per action, by family as in `thingcall-wire/src/actions/`:
 //! `invoke.rs`, `product.rs`, `device.rs`, `thing_model.rs`,
-//! `service_data.rs`. Each returns the encoded response body, or the
+//! `service_data.rs`, `subscription.rs`. Each returns the encoded response body, or the
 //! `ApiError` the HTTP layer turns into a business or gateway error.
 //! [`dispatch`] matches every request type, with no catch-all arm: a new
 //! action does not compile until it has a handler.
@@ -9,6 +9,7 @@ mod device;
 mod invoke;
 mod product;
 mod service_data;
+mod subscription;
 mod thing_model;
 
 use thingcall_core::{ApiError, DeviceRef, ErrorCode, RequestId};
@@ -99,6 +100,43 @@ pub(crate) async fn dispatch(
         }
         ApiRequest::QueryDeviceServiceData(r) => {
             service_data::service_data(state, r, format, rid).await
+        }
+        ApiRequest::CreateConsumerGroup(r) => {
+            subscription::create_group(state, r, format, rid).await
+        }
+        ApiRequest::QueryConsumerGroupList(r) => subscription::list_groups(state, r, format, rid),
+        ApiRequest::QueryConsumerGroupByGroupId(r) => {
+            subscription::query_group(state, r, format, rid)
+        }
+        ApiRequest::UpdateConsumerGroup(r) => {
+            subscription::update_group(state, r, format, rid).await
+        }
+        ApiRequest::DeleteConsumerGroup(r) => {
+            subscription::delete_group(state, r, format, rid).await
+        }
+        ApiRequest::QueryConsumerGroupStatus(r) => {
+            subscription::group_status(state, r, format, rid).await
+        }
+        ApiRequest::ResetConsumerGroupPosition(r) => {
+            subscription::reset_group(state, r, format, rid).await
+        }
+        ApiRequest::CreateSubscribeRelation(r) => {
+            subscription::create_relation(state, r, format, rid).await
+        }
+        ApiRequest::UpdateSubscribeRelation(r) => {
+            subscription::update_relation(state, r, format, rid).await
+        }
+        ApiRequest::QuerySubscribeRelation(r) => {
+            subscription::query_relation(state, r, format, rid)
+        }
+        ApiRequest::DeleteSubscribeRelation(r) => {
+            subscription::delete_relation(state, r, format, rid).await
+        }
+        ApiRequest::CreateConsumerGroupSubscribeRelation(r) => {
+            subscription::add_group_to_relation(state, r, format, rid).await
+        }
+        ApiRequest::DeleteConsumerGroupSubscribeRelation(r) => {
+            subscription::remove_group_from_relation(state, r, format, rid).await
         }
     }
 }

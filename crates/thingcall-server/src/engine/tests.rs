@@ -463,12 +463,18 @@ async fn every_action_has_a_handler() {
         ("TslStr", "{}"),
         ("StartTime", "0"),
         ("EndTime", "1"),
+        ("GroupName", "group_1"),
+        ("NewGroupName", "group_2"),
+        ("GroupId", "DEFAULT_GROUP"),
+        ("ConsumerGroupId", "DEFAULT_GROUP"),
+        ("ConsumerGroupIds.1", "DEFAULT_GROUP"),
+        ("Type", "AMQP"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let params = Params::from_pairs(pairs).unwrap();
-    assert_eq!(thingcall_wire::ACTION_NAMES.len(), 16);
+    assert_eq!(thingcall_wire::ACTION_NAMES.len(), 29);
     for action in thingcall_wire::ACTION_NAMES {
         let request = ApiRequest::parse(action, &params)
             .unwrap_or_else(|e| panic!("{action} does not parse: {e}"));

@@ -6,6 +6,8 @@
 //!   they are queued and calls each one's [`OnCommit`] in that order, so
 //!   the in-memory mirror (`catalog.rs`) follows the store's commit order.
 //! * [`Records`]: invocation records and their outcomes.
+//! * [`Subscriptions`]: consumer groups, products' subscriptions and each
+//!   group's backlog of messages for server-side subscription.
 //! * [`Pending`]: the handle a write returns, resolved once it is durable;
 //!   any backend builds one with [`Pending::new`].
 //! * [`StoreError`]: what went wrong, by kind, so callers can tell a
@@ -360,6 +362,97 @@ pub(crate) trait Records: Send + Sync {
     fn stats(&self) -> RecordStats;
     /// Finishes queued writes and releases the store.
     async fn close(&self);
+}
+
+// ----------------------------------------------------------- subscription
+
+/// A consumer group of server-side subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ConsumerGroup {
+    pub(crate) group_id: String,
+    pub(crate) name: String,
+    pub(crate) created_ms: i64,
+}
+
+/// A product's subscription of one type (`AMQP` or `MNS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Subscription {
+    pub(crate) product_key: String,
+    pub(crate) kind: String,
+    /// The flags that are set.
+    pub(crate) flags: Vec<String>,
+    pub(crate) group_ids: Vec<String>,
+    pub(crate) mns: Option<String>,
+    pub(crate) subscribe_flags: Option<String>,
+    pub(crate) created_ms: i64,
+}
+
+/// A message waiting in a group's backlog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BacklogRow {
+    pub(crate) group_id: String,
+    pub(crate) message: thingcall_amqp::Queued,
+}
+
+/// What the subscription tables hold, read at start-up.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SubscriptionSnapshot {
+    pub(crate) groups: Vec<ConsumerGroup>,
+    pub(crate) subscriptions: Vec<Subscription>,
+    /// The highest backlog position: new messages are queued above it.
+    pub(crate) last_seq: u64,
+}
+
+/// Consumer groups, subscriptions and backlogs. Backlog writes are made by
+/// one writer at a time, in order, so positions commit in increasing order.
+#[async_trait]
+pub(crate) trait Subscriptions: Send + Sync {
+    /// Everything but the backlogs.
+    async fn load_subscriptions(&self) -> Result<SubscriptionSnapshot, StoreError>;
+    /// Creates (`create`) or renames a group.
+    async fn put_group(&self, group: ConsumerGroup, create: bool) -> Result<(), StoreError>;
+    /// Deletes a group and its backlog.
+    async fn delete_group(&self, group_id: String) -> Result<(), StoreError>;
+    /// Creates or replaces a subscription.
+    async fn put_subscription(&self, subscription: Subscription) -> Result<(), StoreError>;
+    /// Deletes a subscription.
+    async fn delete_subscription(
+        &self,
+        product_key: String,
+        kind: String,
+    ) -> Result<(), StoreError>;
+    /// Queues messages and removes accepted ones, in one transaction.
+    async fn write_backlog(
+        &self,
+        rows: Vec<BacklogRow>,
+        acks: Vec<(String, u64)>,
+    ) -> Result<(), StoreError>;
+    /// Up to `limit` messages of a group after `after`, oldest first.
+    async fn read_backlog(
+        &self,
+        group_id: String,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<thingcall_amqp::Queued>, StoreError>;
+    /// How many messages a group has waiting.
+    async fn backlog_len(&self, group_id: String) -> Result<u64, StoreError>;
+    /// Removes a group's whole backlog (`Some`), or every message made
+    /// before `before_ms` (`None`, expiry); returns how many.
+    async fn purge_backlog(
+        &self,
+        group_id: Option<String>,
+        before_ms: i64,
+    ) -> Result<u64, StoreError>;
+}
+
+/// The stored form of a list of names.
+pub(crate) fn names_to_json(names: &[String]) -> String {
+    serde_json::Value::from(names.to_vec()).to_string()
+}
+
+/// Reads the stored form of a list of names.
+pub(crate) fn names_from_json(s: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::corrupt(format!("a stored name list: {e}")))
 }
 
 // ------------------------------------------------------------------ shared

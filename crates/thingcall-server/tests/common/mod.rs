@@ -78,6 +78,10 @@ pub struct TlsListeners {
     pub mqtts: String,
     pub mqtt_ws: String,
     pub mqtt_wss: String,
+    /// AMQP over TLS (server-side subscription).
+    pub amqps: String,
+    /// AMQP in plaintext.
+    pub amqp: String,
     /// The demo CA (PEM) that signed the server's certificate.
     pub ca: PathBuf,
     /// The server's certificate store (tests reload it).
@@ -116,6 +120,7 @@ async fn open(
         },
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         cluster: None,
+        subscription: Default::default(),
     };
     let server = Server::open(options, Arc::clone(clock)).await.unwrap();
     (server, postgres)
@@ -137,6 +142,8 @@ impl Harness {
         let (mqtts, mqtts_addr) = bind0().await;
         let (mqtt_ws, ws_addr) = bind0().await;
         let (mqtt_wss, wss_addr) = bind0().await;
+        let (amqp, amqp_addr) = bind0().await;
+        let (amqps, amqps_addr) = bind0().await;
         let listeners = Listeners {
             http,
             https: Some(https),
@@ -144,6 +151,8 @@ impl Harness {
             mqtts: Some(mqtts),
             mqtt_ws: Some(mqtt_ws),
             mqtt_wss: Some(mqtt_wss),
+            amqp: Some(amqp),
+            amqps: Some(amqps),
             tls: Some(server_tls.clone()),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -158,6 +167,8 @@ impl Harness {
                 mqtts: mqtts_addr,
                 mqtt_ws: ws_addr,
                 mqtt_wss: wss_addr,
+                amqps: amqps_addr,
+                amqp: amqp_addr,
                 ca: made.ca,
                 server_tls,
             }),

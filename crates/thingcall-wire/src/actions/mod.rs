@@ -11,11 +11,14 @@
 //! * [`thing_model`] holds `ImportThingModelTsl`, `PublishThingModel`,
 //!   `GetThingModelTsl`, `GetThingModelTslPublished`.
 //! * [`service_data`] holds `QueryDeviceServiceData`.
+//! * [`subscription`] holds the consumer-group and subscribe-relation
+//!   actions of server-side subscription.
 
 pub mod device;
 pub mod invoke;
 pub mod product;
 pub mod service_data;
+pub mod subscription;
 pub mod thing_model;
 
 use thingcall_core::{ApiError, DeviceRef, ErrorCode};
@@ -33,6 +36,14 @@ pub use product::{
     QueryProductData,
 };
 pub use service_data::{QueryDeviceServiceData, ServiceDataPage, ServiceInfo};
+pub use subscription::{
+    ClientConnection, ConsumerGroupDto, ConsumerGroupPage, ConsumerGroupStatus,
+    CreateConsumerGroup, CreateConsumerGroupResponse, CreateConsumerGroupSubscribeRelation,
+    CreateSubscribeRelation, DeleteConsumerGroup, DeleteConsumerGroupSubscribeRelation,
+    DeleteSubscribeRelation, QueryConsumerGroupByGroupId, QueryConsumerGroupList,
+    QueryConsumerGroupStatus, QuerySubscribeRelation, ResetConsumerGroupPosition,
+    SubscribeRelation, UpdateConsumerGroup, UpdateSubscribeRelation,
+};
 pub use thing_model::{
     GetThingModelTsl, GetThingModelTslPublished, ImportThingModelTsl, PublishThingModel, TslData,
 };
@@ -160,6 +171,32 @@ pub enum ApiRequest {
     GetThingModelTslPublished(GetThingModelTslPublished),
     /// `QueryDeviceServiceData`
     QueryDeviceServiceData(QueryDeviceServiceData),
+    /// `CreateConsumerGroup`
+    CreateConsumerGroup(CreateConsumerGroup),
+    /// `QueryConsumerGroupList`
+    QueryConsumerGroupList(QueryConsumerGroupList),
+    /// `QueryConsumerGroupByGroupId`
+    QueryConsumerGroupByGroupId(QueryConsumerGroupByGroupId),
+    /// `UpdateConsumerGroup`
+    UpdateConsumerGroup(UpdateConsumerGroup),
+    /// `DeleteConsumerGroup`
+    DeleteConsumerGroup(DeleteConsumerGroup),
+    /// `QueryConsumerGroupStatus`
+    QueryConsumerGroupStatus(QueryConsumerGroupStatus),
+    /// `ResetConsumerGroupPosition`
+    ResetConsumerGroupPosition(ResetConsumerGroupPosition),
+    /// `CreateSubscribeRelation`
+    CreateSubscribeRelation(CreateSubscribeRelation),
+    /// `UpdateSubscribeRelation`
+    UpdateSubscribeRelation(UpdateSubscribeRelation),
+    /// `QuerySubscribeRelation`
+    QuerySubscribeRelation(QuerySubscribeRelation),
+    /// `DeleteSubscribeRelation`
+    DeleteSubscribeRelation(DeleteSubscribeRelation),
+    /// `CreateConsumerGroupSubscribeRelation`
+    CreateConsumerGroupSubscribeRelation(CreateConsumerGroupSubscribeRelation),
+    /// `DeleteConsumerGroupSubscribeRelation`
+    DeleteConsumerGroupSubscribeRelation(DeleteConsumerGroupSubscribeRelation),
 }
 
 macro_rules! dispatch {
@@ -211,4 +248,17 @@ dispatch!(
     GetThingModelTsl,
     GetThingModelTslPublished,
     QueryDeviceServiceData,
+    CreateConsumerGroup,
+    QueryConsumerGroupList,
+    QueryConsumerGroupByGroupId,
+    UpdateConsumerGroup,
+    DeleteConsumerGroup,
+    QueryConsumerGroupStatus,
+    ResetConsumerGroupPosition,
+    CreateSubscribeRelation,
+    UpdateSubscribeRelation,
+    QuerySubscribeRelation,
+    DeleteSubscribeRelation,
+    CreateConsumerGroupSubscribeRelation,
+    DeleteConsumerGroupSubscribeRelation,
 );

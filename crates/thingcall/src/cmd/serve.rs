@@ -50,6 +50,17 @@ pub(crate) struct ServeArgs {
     /// MQTT over WebSocket over TLS: wss://ADDR/mqtt (needs a certificate).
     #[arg(long, value_name = "ADDR")]
     mqtt_wss: Option<SocketAddr>,
+    /// AMQP 1.0 server-side subscription over TLS (amqps://; Alibaba's port
+    /// is 5671; needs a certificate).
+    #[arg(long, value_name = "ADDR")]
+    amqps: Option<SocketAddr>,
+    /// AMQP 1.0 server-side subscription in plaintext, for local
+    /// development only (refused with --require-tls-devices).
+    #[arg(long, value_name = "ADDR")]
+    amqp: Option<SocketAddr>,
+    /// How long a consumer group's undelivered messages are kept, in hours.
+    #[arg(long, value_name = "HOURS", default_value_t = 24)]
+    amqp_retention_hours: u64,
     /// The server's certificate chain, PEM (or THINGCALL_TLS_CERT). Reloaded
     /// on SIGHUP and when the file changes.
     #[arg(
@@ -104,7 +115,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     sync_timeout: Duration,
     /// Once every listener is bound, write {"http":"ADDR","mqtt":"ADDR",...}
-    /// here (with "https", "mqtts", "mqtt_ws", "mqtt_wss" for those on).
+    /// here (with "https", "mqtts", "mqtt_ws", "mqtt_wss", "amqp", "amqps" for
+    /// those on).
     #[arg(long)]
     ready_file: Option<PathBuf>,
     /// Create a demo product and device, and run the device in-process.
@@ -257,6 +269,14 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             })
         }
     };
+    if a.amqp.is_some() && a.require_tls_devices {
+        return Err(
+            "--amqp is plaintext and --require-tls-devices refuses plaintext: use --amqps".into(),
+        );
+    }
+    if (a.amqp.is_some() || a.amqps.is_some()) && cluster.is_some() {
+        return Err("server-side subscription (--amqp, --amqps) does not run in a cluster yet: a consumer group's backlog is delivered by one node".into());
+    }
     let (tls_files, demo_ca) = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => (Some(TlsFiles::new(cert, key)), None),
         _ if a.demo => {
@@ -270,6 +290,7 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             (a.https.is_some(), "--https"),
             (a.mqtts.is_some(), "--mqtts"),
             (a.mqtt_wss.is_some(), "--mqtt-wss"),
+            (a.amqps.is_some(), "--amqps"),
             (a.require_tls_devices, "--require-tls-devices"),
         ] {
             if given {
@@ -314,6 +335,12 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             store: store.clone(),
             access_key,
             cluster: cluster.clone(),
+            subscription: thingcall_amqp::BrokerConfig {
+                retention: std::time::Duration::from_secs(
+                    a.amqp_retention_hours.saturating_mul(3600),
+                ),
+                ..Default::default()
+            },
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let server = match Server::open(options, Arc::clone(&clock)).await {
@@ -331,6 +358,8 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
         let mqtts = bind_optional(mqtts_at, "--mqtts").await?;
         let mqtt_ws = bind_optional(a.mqtt_ws.map(|at| (at, false)), "--mqtt-ws").await?;
         let mqtt_wss = bind_optional(mqtt_wss_at, "--mqtt-wss").await?;
+        let amqp = bind_optional(a.amqp.map(|at| (at, false)), "--amqp").await?;
+        let amqps = bind_optional(a.amqps.map(|at| (at, false)), "--amqps").await?;
         let addr_of = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
         let (http_addr, mqtt_addr) = (addr_of(&http)?, addr_of(&mqtt)?);
         let optional_addr = |l: &Option<tokio::net::TcpListener>| match l {
@@ -341,6 +370,8 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
         let mqtts_addr = optional_addr(&mqtts)?;
         let mqtt_ws_addr = optional_addr(&mqtt_ws)?;
         let mqtt_wss_addr = optional_addr(&mqtt_wss)?;
+        let amqp_addr = optional_addr(&amqp)?;
+        let amqps_addr = optional_addr(&amqps)?;
         say!("thingcall {} serving", env!("CARGO_PKG_VERSION"));
         say!("  HTTP API     http://{http_addr}/");
         if let Some(addr) = https_addr {
@@ -359,6 +390,12 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
         }
         if let Some(addr) = mqtt_wss_addr {
             say!("  MQTT/WSS     wss://{addr}/mqtt");
+        }
+        if let Some(addr) = amqp_addr {
+            say!("  AMQP         amqp://{addr} (plaintext: development only)");
+        }
+        if let Some(addr) = amqps_addr {
+            say!("  AMQP/TLS     amqps://{addr}");
         }
         if let Some(t) = &tls {
             say!(
@@ -388,6 +425,8 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
                 ("mqtts", mqtts_addr),
                 ("mqtt_ws", mqtt_ws_addr),
                 ("mqtt_wss", mqtt_wss_addr),
+                ("amqp", amqp_addr),
+                ("amqps", amqps_addr),
             ] {
                 if let Some(addr) = addr {
                     ready[key] = serde_json::Value::String(addr.to_string());
@@ -448,6 +487,8 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             mqtts,
             mqtt_ws,
             mqtt_wss,
+            amqp,
+            amqps,
             tls,
         };
         server

@@ -15,6 +15,7 @@
 mod error;
 mod queries;
 mod schema;
+mod subscriptions;
 mod writer;
 
 use std::sync::atomic::Ordering;
@@ -214,7 +215,7 @@ impl Store {
         client
             .batch_execute(
                 "TRUNCATE access_keys, products, model_versions, modules, module_versions, devices,
-                          tombstones, invocations",
+                          tombstones, invocations, consumer_groups, subscriptions, amqp_backlog",
             )
             .await
             .map_err(from_pg)

@@ -9,13 +9,17 @@ use super::error::from_pg;
 use crate::store::{StoreError, migration_error};
 
 /// Every migration, oldest first.
-const MIGRATIONS: [(&str, &str); 3] = [
+const MIGRATIONS: [(&str, &str); 4] = [
     ("V1__initial", include_str!("migrations/V1__initial.sql")),
     (
         "V2__invocations_fillfactor",
         include_str!("migrations/V2__invocations_fillfactor.sql"),
     ),
     ("V3__cluster", include_str!("migrations/V3__cluster.sql")),
+    (
+        "V4__subscriptions",
+        include_str!("migrations/V4__subscriptions.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations ("thingcall" in ASCII).

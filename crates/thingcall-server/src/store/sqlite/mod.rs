@@ -13,6 +13,7 @@
 mod queries;
 mod replay;
 mod schema;
+mod subscriptions;
 mod writer;
 
 use std::path::Path;

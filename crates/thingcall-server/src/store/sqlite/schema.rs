@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::store::{StoreError, migration_error};
 
 /// Every migration, oldest first.
-const MIGRATIONS: [(&str, &str); 4] = [
+const MIGRATIONS: [(&str, &str); 5] = [
     ("V1__initial", include_str!("migrations/V1__initial.sql")),
     (
         "V2__custom_modules",
@@ -21,6 +21,10 @@ const MIGRATIONS: [(&str, &str); 4] = [
     (
         "V4__platform_outcomes",
         include_str!("migrations/V4__platform_outcomes.sql"),
+    ),
+    (
+        "V5__subscriptions",
+        include_str!("migrations/V5__subscriptions.sql"),
     ),
 ];
 
