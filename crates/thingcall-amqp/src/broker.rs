@@ -217,7 +217,16 @@ struct Slot {
     online_ms: i64,
     tx: mpsc::UnboundedSender<Delivery>,
     outstanding: usize,
+    /// A delivery of this consumer timed out: it gets nothing more until it
+    /// settles something (it may have stopped granting credit).
+    stalled: bool,
     accepted: Vec<i64>,
+}
+
+impl Slot {
+    fn has_room(&self, window: usize) -> bool {
+        !self.stalled && self.outstanding < window
+    }
 }
 
 #[derive(Default)]
@@ -410,6 +419,7 @@ impl Broker {
                 online_ms: (self.clock)(),
                 tx,
                 outstanding: 0,
+                stalled: false,
                 accepted: Vec::new(),
             });
             !std::mem::replace(&mut st.running, true)
@@ -528,6 +538,9 @@ impl Broker {
             .collect();
         for seq in overdue {
             if let Some(f) = st.in_flight.remove(&seq) {
+                if let Some(c) = st.consumers.iter_mut().find(|c| c.id == f.consumer) {
+                    c.stalled = true;
+                }
                 st.busy.remove(&f.message.key);
                 self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
                 st.ready.insert(
@@ -545,7 +558,7 @@ impl Broker {
         let mut handed = Vec::new();
         let mut expired = Vec::new();
         for (seq, entry) in st.ready.iter() {
-            if !st.consumers.iter().any(|c| c.outstanding < window) {
+            if !st.consumers.iter().any(|c| c.has_room(window)) {
                 break;
             }
             if entry.message.generate_ms < oldest_ms {
@@ -566,7 +579,7 @@ impl Broker {
             let mut chosen = None;
             for i in 0..n {
                 let idx = (st.next + i) % n;
-                if st.consumers[idx].outstanding < window {
+                if st.consumers[idx].has_room(window) {
                     chosen = Some(idx);
                     break;
                 }
@@ -632,6 +645,9 @@ impl Consumer {
         let st = &mut *st;
         if let Some(c) = st.consumers.iter_mut().find(|c| c.id == self.id) {
             c.outstanding = c.outstanding.saturating_sub(1);
+            if settled != Settled::Skipped {
+                c.stalled = false;
+            }
             if settled == Settled::Accepted {
                 c.accepted.push(now_ms);
             }

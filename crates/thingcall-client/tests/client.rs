@@ -39,7 +39,6 @@ async fn server(sync_timeout: Duration) -> Running {
         store: Default::default(),
         access_key: Some(("clientid".into(), Secret::new("clientsecret"))),
         cluster: None,
-        subscription: Default::default(),
     };
     let s = Server::open(options, Arc::new(SystemClock)).await.unwrap();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

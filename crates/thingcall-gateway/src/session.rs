@@ -13,7 +13,9 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use thingcall_core::{AlinkReply, DeviceName, ProductKey, Topic, UnixMillis};
 use thingcall_sign::device::{MqttClientId, parse_username, verify_password};
-use thingcall_transport::{DeviceKey, DeviceReply, PresenceEvent, ReplyVia, TransportEvent};
+use thingcall_transport::{
+    DeviceKey, DeviceReply, PostEvent, PresenceEvent, ReplyVia, TransportEvent,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
@@ -847,6 +849,7 @@ async fn answer<S: DeviceStream>(
 }
 
 /// What a device posts on its own `thing/event/...` topics.
+#[derive(Clone, Copy)]
 enum Uplink<'a> {
     /// `thing/event/property/post`.
     Properties,
@@ -919,6 +922,21 @@ async fn answer_post<S: DeviceStream>(
     let (code, message) = match verdict {
         Ok(()) => {
             GatewayMetrics::inc(&inner.metrics.posts_accepted);
+            let request_id = match &id {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let event = PostEvent {
+                device: device.clone(),
+                event: match uplink {
+                    Uplink::Properties => None,
+                    Uplink::Event(identifier) => Some(identifier.to_owned()),
+                },
+                request_id,
+                params: params.clone(),
+                received_at: inner.clock.now(),
+            };
+            inner.hub.publish(TransportEvent::Post(event)).await;
             (200, "success".to_owned())
         }
         Err((code, message)) => {

@@ -125,13 +125,13 @@ async fn linkkit_answers_sync_and_async_services() {
         }
     };
     let next_reply = async |events: &mut tokio::sync::mpsc::Receiver<TransportEvent>| loop {
-        match tokio::time::timeout(Duration::from_secs(20), events.recv())
-            .await
-            .expect("no reply")
-            .unwrap()
+        if let TransportEvent::Reply(r) =
+            tokio::time::timeout(Duration::from_secs(20), events.recv())
+                .await
+                .expect("no reply")
+                .unwrap()
         {
-            TransportEvent::Reply(r) => return r,
-            TransportEvent::Presence(_) => {}
+            return r;
         }
     };
 

@@ -150,13 +150,13 @@ fn rrpc() -> DeliveryKind {
 
 async fn next_reply(events: &mut EventStream) -> thingcall_transport::DeviceReply {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), events.recv())
-            .await
-            .unwrap()
-            .unwrap()
+        if let TransportEvent::Reply(r) =
+            tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .unwrap()
+                .unwrap()
         {
-            TransportEvent::Reply(r) => return r,
-            TransportEvent::Presence(_) => {}
+            return r;
         }
     }
 }

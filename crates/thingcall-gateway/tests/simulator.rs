@@ -105,13 +105,13 @@ async fn call(
 
 async fn reply(events: &mut mpsc::Receiver<TransportEvent>) -> DeviceReply {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), events.recv())
-            .await
-            .unwrap()
-            .unwrap()
+        if let TransportEvent::Reply(r) =
+            tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .unwrap()
+                .unwrap()
         {
-            TransportEvent::Reply(r) => return r,
-            TransportEvent::Presence(_) => {}
+            return r;
         }
     }
 }

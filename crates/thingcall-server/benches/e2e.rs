@@ -232,7 +232,6 @@ async fn e2e(
         store,
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         cluster: None,
-        subscription: Default::default(),
     };
     let server = Server::open(options, Arc::new(SystemClock)).await.unwrap();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -299,7 +298,6 @@ async fn node(
             nats: vec![nats.to_owned()],
             node_id: Some(id.to_owned()),
         }),
-        subscription: Default::default(),
     };
     let server = Server::open(options, Arc::new(SystemClock)).await.unwrap();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

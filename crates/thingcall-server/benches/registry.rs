@@ -46,7 +46,6 @@ fn options(dir: &std::path::Path, store: StoreConfig) -> ServerOptions {
         store,
         access_key: Some(("benchid".to_owned(), Secret::new("benchsecret"))),
         cluster: None,
-        subscription: Default::default(),
     }
 }
 

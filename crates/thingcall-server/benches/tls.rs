@@ -74,7 +74,6 @@ async fn start(dir: &std::path::Path) -> Running {
         store: Default::default(),
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         cluster: None,
-        subscription: Default::default(),
     };
     let server = Server::open(options, Arc::new(SystemClock)).await.unwrap();
     let bind = || async {

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub max_http_connections: usize,
     /// How long an HTTPS handshake may take.
     pub tls_handshake_timeout: Duration,
+    /// Server-side subscription: delivery and the AMQP endpoint's limits.
+    pub amqp: thingcall_amqp::AmqpConfig,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +70,7 @@ impl Default for ServerConfig {
             region: "cn-shanghai".to_owned(),
             max_http_connections: 16 * 1024,
             tls_handshake_timeout: Duration::from_secs(10),
+            amqp: thingcall_amqp::AmqpConfig::default(),
         }
     }
 }

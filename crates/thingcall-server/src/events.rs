@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
-use thingcall_transport::{DeviceReply, EventStream, PresenceEvent, ReplyVia, TransportEvent};
+use thingcall_transport::{
+    DeviceReply, EventStream, PostEvent, PresenceEvent, ReplyVia, TransportEvent,
+};
 
 use thingcall_amqp::message::{self, About};
 
@@ -30,6 +32,7 @@ impl Engine {
             match event {
                 TransportEvent::Reply(reply) => self.on_reply(reply).await,
                 TransportEvent::Presence(p) => self.on_presence(p),
+                TransportEvent::Post(p) => self.forward_post(&p),
             }
         }
     }
@@ -203,6 +206,60 @@ impl Engine {
             id,
             self.now().get(),
         );
+    }
+
+    /// Forwards an accepted property or event report to the consumer
+    /// groups subscribed to the product's device data.
+    fn forward_post(&self, p: &PostEvent) {
+        let Some(s) = &self.subscribe else { return };
+        let iot_id = read(&self.catalog)
+            .device_by_name(p.device.product_key.as_str(), p.device.device_name.as_str())
+            .map(|d| d.iot_id.clone());
+        let Some(iot_id) = iot_id else { return };
+        let about = About {
+            iot_id: &iot_id,
+            product_key: p.device.product_key.as_str(),
+            device_name: p.device.device_name.as_str(),
+        };
+        let now = self.now().get();
+        let empty = serde_json::Map::new();
+        let params = p.params.as_object().unwrap_or(&empty);
+        let forward = match &p.event {
+            None => message::property_post(about, &p.request_id, params, None, p.received_at.get()),
+            Some(identifier) => {
+                let model = self.published_model(about.product_key).ok().flatten();
+                let (name, kind) = model
+                    .as_ref()
+                    .and_then(|m| {
+                        m.model()
+                            .events
+                            .iter()
+                            .find(|e| &e.identifier == identifier)
+                            .map(|e| (e.name.clone(), e.event_type.clone()))
+                    })
+                    .unwrap_or_else(|| (identifier.clone(), "info".to_owned()));
+                // An event's values: `params.value`, or `params` itself.
+                let value = p
+                    .params
+                    .get("value")
+                    .cloned()
+                    .unwrap_or_else(|| p.params.clone());
+                let time = p.params.get("time").and_then(serde_json::Value::as_i64);
+                message::event_post(
+                    about,
+                    identifier,
+                    &name,
+                    &kind,
+                    &p.request_id,
+                    value,
+                    time,
+                    p.received_at.get(),
+                )
+            }
+        };
+        let key = format!("{}/{}", about.product_key, about.device_name);
+        let id = self.message_ids.next(self.now()).get();
+        s.publish(about.product_key, &key, "DeviceDataFlag", forward, id, now);
     }
 
     fn reject_reply(&self, reply: &DeviceReply, reason: &'static str) {

@@ -89,6 +89,10 @@ pub(crate) async fn handle(
             state.gateway_metrics(),
             state.records.stats(),
         );
+        let body = match &state.subscribe {
+            Some(s) => body + &s.render_metrics().await,
+            None => body,
+        };
         let body = match &state.node_id {
             Some(node) => crate::metrics::label_node(&body, node),
             None => body,

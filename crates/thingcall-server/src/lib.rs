@@ -62,8 +62,6 @@ pub struct ServerOptions {
     pub access_key: Option<(String, Secret)>,
     /// Join a cluster of nodes on NATS (needs the PostgreSQL store).
     pub cluster: Option<ClusterConfig>,
-    /// Delivery settings of server-side subscription (AMQP).
-    pub subscription: thingcall_amqp::BrokerConfig,
 }
 
 /// Which store a server keeps its registry and invocation records in.
@@ -163,7 +161,7 @@ impl Server {
         engine.subscribe = Some(
             subscribe::Subscribe::start(
                 subscriptions,
-                options.subscription.clone(),
+                engine.config.amqp.broker.clone(),
                 Arc::clone(&engine.clock),
             )
             .await?,
@@ -473,7 +471,7 @@ impl Server {
                 tls_acceptor,
                 Arc::clone(&subscribe.broker),
                 directory,
-                thingcall_amqp::EndpointConfig::default(),
+                self.state.config.amqp.endpoint.clone(),
                 async move {
                     let _ = stop.wait_for(|s| *s).await;
                 },
@@ -767,6 +765,26 @@ mod demo {
                 state,
                 RegisterDevice::NAME,
                 &[("ProductKey", &product_key), ("DeviceName", DEVICE_NAME)],
+            )
+            .await?;
+        }
+        // The demo product's device data and status changes go to the
+        // default consumer group (`thingcall subscribe --consumer-group
+        // DEFAULT_GROUP` prints them).
+        if let Some(s) = &state.subscribe
+            && s.subscription(&product_key, crate::subscribe::AMQP)
+                .is_none()
+        {
+            run(
+                state,
+                thingcall_wire::actions::CreateSubscribeRelation::NAME,
+                &[
+                    ("ProductKey", &product_key),
+                    ("Type", crate::subscribe::AMQP),
+                    ("ConsumerGroupIds.1", crate::subscribe::DEFAULT_GROUP),
+                    ("DeviceDataFlag", "true"),
+                    ("DeviceStatusChangeFlag", "true"),
+                ],
             )
             .await?;
         }

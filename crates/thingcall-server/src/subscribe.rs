@@ -296,6 +296,62 @@ impl Subscribe {
     }
 }
 
+impl Subscribe {
+    /// The Prometheus series of server-side subscription: each group's
+    /// backlog (counted in the store now) and clients, and the broker's
+    /// delivery counters.
+    pub(crate) async fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        out.push_str(
+            "# HELP thingcall_amqp_backlog Messages waiting in a consumer group's backlog.\n",
+        );
+        out.push_str("# TYPE thingcall_amqp_backlog gauge\n");
+        let groups = self.groups();
+        for g in &groups {
+            match self.backlog_len(&g.group_id).await {
+                Ok(n) => {
+                    let _ = writeln!(
+                        out,
+                        "thingcall_amqp_backlog{{group=\"{}\"}} {n}",
+                        g.group_id
+                    );
+                }
+                Err(e) => tracing::warn!(group = %g.group_id, error = %e, "cannot count a backlog"),
+            }
+        }
+        out.push_str(
+            "# HELP thingcall_amqp_clients AMQP consumers attached to a consumer group.\n",
+        );
+        out.push_str("# TYPE thingcall_amqp_clients gauge\n");
+        for g in &groups {
+            let n = self.broker.status(&g.group_id).clients.len();
+            let _ = writeln!(
+                out,
+                "thingcall_amqp_clients{{group=\"{}\"}} {n}",
+                g.group_id
+            );
+        }
+        out.push_str("# HELP thingcall_amqp_deliveries_total AMQP deliveries by event.\n");
+        out.push_str("# TYPE thingcall_amqp_deliveries_total counter\n");
+        let st = &self.broker.stats;
+        for (event, n) in [
+            ("sent", &st.sent),
+            ("accepted", &st.accepted),
+            ("redelivered", &st.redelivered),
+            ("expired", &st.expired),
+            ("backlog_read_failures", &st.read_failures),
+        ] {
+            let _ = writeln!(
+                out,
+                "thingcall_amqp_deliveries_total{{event=\"{event}\"}} {}",
+                n.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}
+
 /// The backlog writer: batches, writes in order, retries failures, then
 /// tells the broker which groups have new messages.
 async fn write_backlogs(

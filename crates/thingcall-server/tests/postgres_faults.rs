@@ -39,7 +39,6 @@ async fn serve(
         store: StoreConfig::Postgres(url.clone()),
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         cluster: None,
-        subscription: Default::default(),
     };
     let server = Server::open(options, Arc::new(SystemClock)).await.unwrap();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

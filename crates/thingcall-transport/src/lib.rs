@@ -251,6 +251,22 @@ pub struct PresenceEvent {
     pub reason: String,
 }
 
+/// A property or event report that a device posted and the published
+/// thing model accepted (answered 200).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PostEvent {
+    /// The device.
+    pub device: DeviceKey,
+    /// `None` for a property report, the event's identifier for an event.
+    pub event: Option<String>,
+    /// The Alink `id`, as text.
+    pub request_id: String,
+    /// The Alink `params`.
+    pub params: serde_json::Value,
+    /// When the transport received it.
+    pub received_at: UnixMillis,
+}
+
 /// What a transport reports.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TransportEvent {
@@ -258,6 +274,8 @@ pub enum TransportEvent {
     Reply(DeviceReply),
     /// A device's presence changed.
     Presence(PresenceEvent),
+    /// A device posted properties or an event.
+    Post(PostEvent),
 }
 
 /// A subscription to a transport's events.

@@ -52,6 +52,8 @@ enum Command {
     /// Thing models (TSL): check, schema, validate locally; import, publish, get on a server.
     #[command(subcommand)]
     Tsl(cmd::tsl::TslCommand),
+    /// Server-side subscription: print a consumer group's messages as JSON lines (AMQP 1.0).
+    Subscribe(cmd::subscribe::SubscribeArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Device(c) => c.run(),
         Command::Tsl(c) => c.run(),
         Command::Store(c) => c.run(),
+        Command::Subscribe(a) => cmd::subscribe::run(a),
     };
     match outcome {
         Ok(code) => code,

@@ -437,6 +437,7 @@ impl Cluster {
                     self.local_presence(&p).await;
                     self.hub.publish(TransportEvent::Presence(p)).await;
                 }
+                TransportEvent::Post(p) => self.hub.publish(TransportEvent::Post(p)).await,
                 TransportEvent::Reply(r) => {
                     // The reply to a call another node made goes back on
                     // that call's answer, if it is this device's call.

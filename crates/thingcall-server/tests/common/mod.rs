@@ -26,6 +26,8 @@ pub const KEY_SECRET: &str = "testsecret";
 pub struct Harness {
     pub http: String,
     pub mqtt: String,
+    /// Plaintext AMQP (server-side subscription).
+    pub amqp: String,
     /// The TLS listeners and the CA to trust, for [`Harness::start_tls`].
     pub tls: Option<TlsListeners>,
     pub data_dir: PathBuf,
@@ -120,7 +122,6 @@ async fn open(
         },
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         cluster: None,
-        subscription: Default::default(),
     };
     let server = Server::open(options, Arc::clone(clock)).await.unwrap();
     (server, postgres)
@@ -162,6 +163,7 @@ impl Harness {
         Harness {
             http: h,
             mqtt: m,
+            amqp: amqp_addr.clone(),
             tls: Some(TlsListeners {
                 https: https_addr,
                 mqtts: mqtts_addr,
@@ -202,12 +204,18 @@ impl Harness {
             mqtt.local_addr().unwrap().to_string(),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(http, mqtt, async move {
+        let (amqp, amqp_addr) = bind0().await;
+        let listeners = Listeners {
+            amqp: Some(amqp),
+            ..Listeners::plain(http, mqtt)
+        };
+        let task = tokio::spawn(server.serve_on(listeners, async move {
             let _ = stopped.await;
         }));
         Harness {
             http: h,
             mqtt: m,
+            amqp: amqp_addr,
             tls: None,
             data_dir,
             postgres,

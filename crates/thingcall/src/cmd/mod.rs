@@ -7,6 +7,7 @@ pub(crate) mod serve;
 pub(crate) mod sign;
 pub(crate) mod simulate;
 pub(crate) mod store;
+pub(crate) mod subscribe;
 pub(crate) mod tsl;
 
 /// What a subcommand returns.

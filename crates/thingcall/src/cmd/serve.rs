@@ -184,6 +184,7 @@ fn print_ca_help(
     https: Option<SocketAddr>,
     mqtts: Option<SocketAddr>,
     wss: Option<SocketAddr>,
+    amqps: Option<SocketAddr>,
 ) {
     let ca = ca.display();
     say!("  demo CA      {ca} (trust it, and only for this server):");
@@ -203,6 +204,14 @@ fn print_ca_help(
     }
     if let Some(addr) = wss {
         say!("    browsers, mqtt.js       wss://{addr}/mqtt (subprotocol mqtt)");
+    }
+    if let Some(addr) = amqps {
+        say!(
+            "    AMQP consumers          thingcall subscribe --consumer-group DEFAULT_GROUP --endpoint amqps://{addr} --ca-file {ca}"
+        );
+        say!(
+            "                            (proton: SSL_CERT_FILE={ca}; rhea: NODE_EXTRA_CA_CERTS={ca})"
+        );
     }
 }
 
@@ -314,6 +323,11 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
     let https_at = demo_default(a.https, 8443);
     let mqtts_at = demo_default(a.mqtts, 8883);
     let mqtt_wss_at = demo_default(a.mqtt_wss, 8884);
+    let amqps_at = if cluster.is_some() {
+        a.amqps.map(|at| (at, false))
+    } else {
+        demo_default(a.amqps, 5671)
+    };
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -323,6 +337,15 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
         let options = ServerOptions {
             config: ServerConfig {
                 sync_timeout: a.sync_timeout,
+                amqp: thingcall_amqp::AmqpConfig {
+                    broker: thingcall_amqp::BrokerConfig {
+                        retention: std::time::Duration::from_secs(
+                            a.amqp_retention_hours.saturating_mul(3600),
+                        ),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
                 ..ServerConfig::default()
             },
             gateway: thingcall_gateway::GatewayConfig {
@@ -335,12 +358,6 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             store: store.clone(),
             access_key,
             cluster: cluster.clone(),
-            subscription: thingcall_amqp::BrokerConfig {
-                retention: std::time::Duration::from_secs(
-                    a.amqp_retention_hours.saturating_mul(3600),
-                ),
-                ..Default::default()
-            },
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let server = match Server::open(options, Arc::clone(&clock)).await {
@@ -359,7 +376,7 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
         let mqtt_ws = bind_optional(a.mqtt_ws.map(|at| (at, false)), "--mqtt-ws").await?;
         let mqtt_wss = bind_optional(mqtt_wss_at, "--mqtt-wss").await?;
         let amqp = bind_optional(a.amqp.map(|at| (at, false)), "--amqp").await?;
-        let amqps = bind_optional(a.amqps.map(|at| (at, false)), "--amqps").await?;
+        let amqps = bind_optional(amqps_at, "--amqps").await?;
         let addr_of = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
         let (http_addr, mqtt_addr) = (addr_of(&http)?, addr_of(&mqtt)?);
         let optional_addr = |l: &Option<tokio::net::TcpListener>| match l {
@@ -436,7 +453,7 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
                 .map_err(|e| format!("--ready-file {}: {e}", path.display()))?;
         }
         if let Some(ca) = &demo_ca {
-            print_ca_help(ca, https_addr, mqtts_addr, mqtt_wss_addr);
+            print_ca_help(ca, https_addr, mqtts_addr, mqtt_wss_addr, amqps_addr);
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if a.demo {
