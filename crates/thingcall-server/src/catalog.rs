@@ -19,7 +19,9 @@ use thingcall_transport::DeviceKey;
 use thingcall_tsl::{CompiledModel, ModelCache, check_str};
 use thingcall_wire::actions::DeviceStatus;
 
-use crate::store::{AccessKey, Change, Device, Product, Snapshot, Stored};
+use crate::store::{
+    AccessKey, Change, Device, LogPosition, LoggedChange, Product, Snapshot, Stored,
+};
 
 /// The mirror, shared by the engine, the handlers and the gateway's
 /// device authentication.
@@ -107,6 +109,12 @@ pub(crate) struct Catalog {
     pub(crate) devices: HashMap<String, Device>,
     pub(crate) by_name: HashMap<(String, String), String>,
     pub(crate) tombstones: HashSet<(String, String)>,
+    /// In a cluster: the registry-log entry each entity is held as of
+    /// (entities not listed are as of `log_base`, the log's end when the
+    /// mirror was loaded). A re-read as of an older entry is stale and is
+    /// not applied, so the mirror never goes back.
+    log_seen: HashMap<(&'static str, String), i64>,
+    log_base: i64,
 }
 
 /// What applying a change took out of the mirror, for the caller to act on
@@ -145,6 +153,51 @@ impl Catalog {
     }
 
     /// Applies a committed change.
+    /// The mirror was loaded with the registry log read up to `seq`.
+    pub(crate) fn set_log_base(&mut self, seq: i64) {
+        self.log_base = seq;
+    }
+
+    fn log_seen(&self, entity: &'static str, key: &str) -> i64 {
+        self.log_seen
+            .get(&(entity, key.to_owned()))
+            .copied()
+            .unwrap_or(self.log_base)
+    }
+
+    /// Applies a change this node committed. In a cluster, the entity is
+    /// then as of the change's log entry, if the mirror held it as of the
+    /// entry before; else (another node's change in between has not been
+    /// re-read yet) it stays as of what it was, so that re-read applies.
+    pub(crate) fn apply_local(
+        &mut self,
+        change: &Change,
+        position: Option<LogPosition>,
+    ) -> Applied {
+        if let (Some(p), Some((entity, key))) = (position, crate::store::logged_entity(change))
+            && self.log_seen(entity, key) >= p.previous
+        {
+            self.log_seen.insert((entity, key.to_owned()), p.seq);
+        }
+        self.apply(change)
+    }
+
+    /// Applies what another node's change left stored, unless the mirror
+    /// holds the entity as of that entry or a later one (a re-read that
+    /// raced this node's own later change).
+    pub(crate) fn refresh_logged(&mut self, logged: &LoggedChange) -> Applied {
+        let (entity, key) = match &logged.now {
+            Stored::Device { iot_id, .. } => ("device", iot_id.as_str()),
+            Stored::Product { product_key, .. } => ("product", product_key.as_str()),
+            Stored::AccessKey { id, .. } => ("access_key", id.as_str()),
+        };
+        if self.log_seen(entity, key) >= logged.as_of {
+            return Applied::default();
+        }
+        self.log_seen.insert((entity, key.to_owned()), logged.as_of);
+        self.refresh(&logged.now)
+    }
+
     pub(crate) fn apply(&mut self, change: &Change) -> Applied {
         let mut applied = Applied::default();
         match change {
@@ -470,5 +523,77 @@ mod tests {
         let d = catalog.device_by_name("a1Product01", "dev-1").unwrap();
         assert!(!d.enabled);
         assert_eq!(d.status_ms, 60);
+    }
+
+    fn product(draft: &str) -> Product {
+        Product {
+            product_key: "a1Product01".into(),
+            product_name: "P".into(),
+            product_secret: "s".into(),
+            description: None,
+            node_type: 0,
+            data_format: Some(1),
+            commodity_code: Some("iothub_senior".into()),
+            auth_type: "secret".into(),
+            protocol_type: None,
+            net_type: None,
+            category_key: None,
+            validate_type: 1,
+            created_ms: 1,
+            draft_tsl: draft.into(),
+            versions: Vec::new(),
+            modules: Default::default(),
+        }
+    }
+
+    fn stored(draft: &str, as_of: i64) -> LoggedChange {
+        LoggedChange {
+            seq: as_of,
+            as_of,
+            now: Stored::Product {
+                product_key: "a1Product01".into(),
+                product: Some(product(draft)),
+                tombstones: Vec::new(),
+            },
+        }
+    }
+
+    fn draft(c: &Catalog) -> &str {
+        &c.products["a1Product01"].draft_tsl
+    }
+
+    fn set_draft(tsl: &str) -> Change {
+        Change::SetDraft {
+            product_key: "a1Product01".into(),
+            module: None,
+            tsl: tsl.into(),
+        }
+    }
+
+    /// The cluster race that published an empty model: a node re-reads its
+    /// own product (for the log entry of its creation) just before its own
+    /// import commits, and applies that read just after. The read is older
+    /// than what the mirror holds and must not take the import back.
+    #[test]
+    fn a_stale_re_read_never_takes_a_local_change_back() {
+        let mut c = Catalog::default();
+        c.set_log_base(5);
+        let at = |previous, seq| Some(LogPosition { previous, seq });
+        c.apply_local(&Change::InsertProduct(product("empty")), at(0, 10));
+        c.apply_local(&set_draft("imported"), at(10, 11));
+        c.refresh_logged(&stored("empty", 10));
+        assert_eq!(draft(&c), "imported");
+        // A re-read as of the newest entry is the same state: nothing to do.
+        c.refresh_logged(&stored("imported", 11));
+        assert_eq!(draft(&c), "imported");
+
+        // Another node's change (12) not re-read yet, then one of ours
+        // (13) on top: the mirror is behind, so the re-read as of 13
+        // (which has both) is applied.
+        c.apply_local(&set_draft("ours on a stale base"), at(12, 13));
+        c.refresh_logged(&stored("theirs and ours", 13));
+        assert_eq!(draft(&c), "theirs and ours");
+        c.refresh_logged(&stored("older", 12));
+        assert_eq!(draft(&c), "theirs and ours");
     }
 }

@@ -116,7 +116,7 @@ pub async fn copy_store(
     let total = changes.len() as u64;
     let mut pending = Vec::with_capacity(changes.len());
     for change in changes {
-        let nothing: OnCommit = Box::new(|_| {});
+        let nothing: OnCommit = Box::new(|_, _| {});
         pending.push(target.apply(change, nothing)?);
     }
     for (i, p) in pending.into_iter().enumerate() {

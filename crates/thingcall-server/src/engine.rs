@@ -584,8 +584,8 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         let pending = self.registry.apply(
             change,
-            Box::new(move |change| {
-                let applied = write(&catalog).apply(change);
+            Box::new(move |change, position| {
+                let applied = write(&catalog).apply_local(change, position);
                 if let Some((product, kept)) = &applied.versions {
                     let kept: Vec<u64> =
                         kept.iter().filter_map(|s| u64::try_from(*s).ok()).collect();

@@ -195,12 +195,16 @@ impl Server {
         let number = cluster::claim_number(&store, &node_id, clock.now().get()).await?;
         let applied = store.registry_last().await?;
         let (catalog, last_message_id) = engine::load_catalog(store.as_ref()).await?;
+        catalog::write(&catalog).set_log_base(applied);
         let models = Arc::new(thingcall_tsl::ModelCache::new());
         let gateway = Gateway::new(
             options.gateway,
-            Arc::new(CatalogRegistry {
-                catalog: Arc::clone(&catalog),
-                models: Arc::clone(&models),
+            Arc::new(cluster::StoreCheckedRegistry {
+                mirror: CatalogRegistry {
+                    catalog: Arc::clone(&catalog),
+                    models: Arc::clone(&models),
+                },
+                store: Arc::clone(&store),
             }),
             Arc::clone(&clock),
         );
@@ -491,9 +495,19 @@ impl Server {
 
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
+        // Once told to stop, the listeners stay open for a moment: a client
+        // that connected just before (its connection still in the kernel's
+        // queue, or accepted with its request on the wire) is served, not
+        // reset; hyper's graceful shutdown closes a connection at once when
+        // no request has been read from it yet.
+        let mut closing_at: Option<tokio::time::Instant> = None;
         loop {
             let (accepted, secure) = tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut shutdown, if closing_at.is_none() => {
+                    closing_at = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                    continue;
+                }
+                _ = sleep_until_some(closing_at), if closing_at.is_some() => break,
                 a = http.accept() => (a, false),
                 a = accept_if(https.as_ref()) => (a, true),
             };
@@ -618,6 +632,16 @@ impl Listeners {
             amqps: None,
             tls: None,
         }
+    }
+}
+
+/// How long the HTTP listeners keep accepting after the shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(250);
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -29,6 +29,7 @@
 //!   node's number (claimed in the store), so nodes never make the same.
 
 mod codec;
+mod logins;
 mod nonces;
 #[cfg(test)]
 mod tests;
@@ -52,6 +53,7 @@ use thingcall_tsl::ModelCache;
 use tokio::sync::oneshot;
 
 use self::codec::NodeEvent;
+pub(crate) use self::logins::StoreCheckedRegistry;
 use crate::catalog::{SharedCatalog, read, write};
 use crate::store::postgres::Store as PgStore;
 use crate::store::{Change, StoreError};
@@ -434,6 +436,19 @@ impl Cluster {
         while let Some(event) = events.recv().await {
             match event {
                 TransportEvent::Presence(p) => {
+                    // A login is checked against the store, so a device
+                    // registered through another node a moment ago can be
+                    // here before its registration is: read the registry
+                    // first, so that its presence is recorded.
+                    let known = read(&self.catalog)
+                        .device_by_name(
+                            p.device.product_key.as_str(),
+                            p.device.device_name.as_str(),
+                        )
+                        .is_some();
+                    if !known && let Err(e) = self.catch_up().await {
+                        tracing::warn!(device = %p.device, error = %e, "cannot read the registry for a device's presence");
+                    }
                     self.local_presence(&p).await;
                     self.hub.publish(TransportEvent::Presence(p)).await;
                 }
@@ -932,7 +947,7 @@ impl Cluster {
             {
                 let mut catalog = write(&self.catalog);
                 for c in &changes {
-                    let applied = catalog.refresh(&c.now);
+                    let applied = catalog.refresh_logged(c);
                     evict.extend(applied.versions);
                     removed.extend(applied.removed);
                 }

@@ -142,7 +142,10 @@ fn completion(id: u64, iot: &str, code: i64) -> Completion {
 async fn apply(reg: &dyn Registry, change: Change) -> (Result<(), StoreError>, bool) {
     let ran = Arc::new(Mutex::new(false));
     let flag = Arc::clone(&ran);
-    let result = match reg.apply(change, Box::new(move |_| *crate::sync::lock(&flag) = true)) {
+    let result = match reg.apply(
+        change,
+        Box::new(move |_, _| *crate::sync::lock(&flag) = true),
+    ) {
         Ok(p) => p.wait().await,
         Err(e) => Err(e),
     };
@@ -334,8 +337,11 @@ async fn suite(backend: Backend) {
             at: 60 + i,
         };
         pendings.push(
-            reg.apply(change, Box::new(move |_| crate::sync::lock(&seen).push(i)))
-                .unwrap(),
+            reg.apply(
+                change,
+                Box::new(move |_, _| crate::sync::lock(&seen).push(i)),
+            )
+            .unwrap(),
         );
     }
     for p in pendings {

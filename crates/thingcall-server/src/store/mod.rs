@@ -329,9 +329,35 @@ pub(crate) enum Change {
     },
 }
 
+/// Where a committed change sits in the registry log that the nodes of a
+/// cluster share (PostgreSQL only): its entry, and the entry before it for
+/// the same entity (0 for none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LogPosition {
+    pub(crate) previous: i64,
+    pub(crate) seq: i64,
+}
+
 /// Runs once a change is committed, before its handle resolves. Changes'
 /// callbacks run one at a time, in commit order.
-pub(crate) type OnCommit = Box<dyn FnOnce(&Change) + Send + Sync>;
+pub(crate) type OnCommit = Box<dyn FnOnce(&Change, Option<LogPosition>) + Send + Sync>;
+
+/// The registry-log entity a change is about: (`device` | `product` |
+/// `access_key`, its key). Presence is not logged (it travels as events).
+pub(crate) fn logged_entity(change: &Change) -> Option<(&'static str, &str)> {
+    match change {
+        Change::PutAccessKey { key, .. } => Some(("access_key", key.id.as_str())),
+        Change::InsertProduct(p) => Some(("product", p.product_key.as_str())),
+        Change::DeleteProduct { product_key, .. }
+        | Change::SetDraft { product_key, .. }
+        | Change::Publish { product_key, .. } => Some(("product", product_key.as_str())),
+        Change::InsertDevice(d) => Some(("device", d.iot_id.as_str())),
+        Change::DeleteDevice { iot_id, .. } | Change::SetEnabled { iot_id, .. } => {
+            Some(("device", iot_id.as_str()))
+        }
+        Change::Presence { .. } => None,
+    }
+}
 
 // ------------------------------------------------------------------ traits
 
@@ -462,6 +488,10 @@ pub(crate) fn names_from_json(s: &str) -> Result<Vec<String>, StoreError> {
 pub(crate) struct LoggedChange {
     pub(crate) seq: i64,
     pub(crate) now: Stored,
+    /// The newest log entry of this entity that `now` includes (read in
+    /// the same snapshot): a mirror that holds this entity as of a later
+    /// entry already has it.
+    pub(crate) as_of: i64,
 }
 
 /// What a logged entity is now.

@@ -227,16 +227,35 @@ impl Store {
         &self,
         seq: i64,
     ) -> Result<Vec<LoggedChange>, StoreError> {
-        let client = self.pool.get().await.map_err(from_pool)?;
-        let rows = queries::registry_log_after(&**client, seq).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (seq, entity, key, product_key, device_name) in rows {
+        let mut client = self.pool.get().await.map_err(from_pool)?;
+        // One snapshot for the log and every entity read: what an entity
+        // is now, and the log entry it is as of, agree.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(from_pg)?;
+        let rows = queries::registry_log_after(&*tx, seq).await?;
+        // Each entity once, at its last entry: it is read as it is now.
+        let mut last_of: std::collections::HashMap<(String, String), usize> =
+            std::collections::HashMap::new();
+        for (i, (_, entity, key, _, _)) in rows.iter().enumerate() {
+            last_of.insert((entity.clone(), key.clone()), i);
+        }
+        let mut out = Vec::with_capacity(last_of.len());
+        for (i, (seq, entity, key, product_key, device_name)) in rows.into_iter().enumerate() {
+            if last_of.get(&(entity.clone(), key.clone())) != Some(&i) {
+                continue;
+            }
+            let as_of = queries::entity_log_last(&*tx, &entity, &key).await?;
             let now = match entity.as_str() {
                 "device" => {
-                    let device = queries::device(&**client, &key).await?;
+                    let device = queries::device(&*tx, &key).await?;
                     let tombstoned = match (&product_key, &device_name) {
                         (Some(pk), Some(dn)) if device.is_none() => {
-                            queries::tombstoned(&**client, pk, dn).await?
+                            queries::tombstoned(&*tx, pk, dn).await?
                         }
                         _ => false,
                     };
@@ -247,7 +266,7 @@ impl Store {
                     }
                 }
                 "product" => {
-                    let (product, tombstones) = queries::product(&**client, &key).await?;
+                    let (product, tombstones) = queries::product(&*tx, &key).await?;
                     Stored::Product {
                         product_key: key,
                         product,
@@ -255,7 +274,7 @@ impl Store {
                     }
                 }
                 "access_key" => Stored::AccessKey {
-                    access_key: queries::access_key(&**client, &key).await?,
+                    access_key: queries::access_key(&*tx, &key).await?,
                     id: key,
                 },
                 other => {
@@ -266,9 +285,29 @@ impl Store {
                     continue;
                 }
             };
-            out.push(LoggedChange { seq, now });
+            out.push(LoggedChange { seq, now, as_of });
         }
+        // The log's last entry is always kept (it is its entity's last), so
+        // the batch ends where the log read ended.
+        tx.commit().await.map_err(from_pg)?;
         Ok(out)
+    }
+
+    /// A device as stored now (`None`: unknown), and whether its name is
+    /// tombstoned: what a cluster node checks a login against, so that a
+    /// change made through another node a moment ago already holds.
+    pub(crate) async fn device_now(
+        &self,
+        product_key: &str,
+        device_name: &str,
+    ) -> Result<(Option<crate::store::Device>, bool), StoreError> {
+        let client = self.pool.get().await.map_err(from_pool)?;
+        let device = queries::device_by_name(&**client, product_key, device_name).await?;
+        let tombstoned = match device {
+            Some(_) => false,
+            None => queries::tombstoned(&**client, product_key, device_name).await?,
+        };
+        Ok((device, tombstoned))
     }
 
     /// The newest logged registry change's number.

@@ -9,8 +9,8 @@ use tokio_postgres::{GenericClient, Row, ToStatement};
 
 use super::error::from_pg;
 use crate::store::{
-    AccessKey, CallMode, Change, Completion, Device, Invocation, ModelVersion, Outcome, Product,
-    RecordQuery, Snapshot, StoreError,
+    AccessKey, CallMode, Change, Completion, Device, Invocation, LogPosition, ModelVersion,
+    Outcome, Product, RecordQuery, Snapshot, StoreError, logged_entity,
 };
 
 /// A message id as the integer key it is stored under (ids above
@@ -213,69 +213,78 @@ async fn insert_version<C: GenericClient>(
 /// (entity, key, product key, device name). Presence leaves nothing: it
 /// travels between nodes as events.
 fn logged(change: &Change) -> Option<(&'static str, &str, Option<&str>, Option<&str>)> {
-    match change {
-        Change::PutAccessKey { key, .. } => Some(("access_key", key.id.as_str(), None, None)),
-        Change::InsertProduct(p) => Some(("product", p.product_key.as_str(), None, None)),
-        Change::DeleteProduct { product_key, .. }
-        | Change::SetDraft { product_key, .. }
-        | Change::Publish { product_key, .. } => {
-            Some(("product", product_key.as_str(), None, None))
-        }
-        Change::InsertDevice(d) => Some((
-            "device",
-            d.iot_id.as_str(),
-            Some(d.product_key.as_str()),
-            Some(d.device_name.as_str()),
-        )),
+    let (entity, key) = logged_entity(change)?;
+    let (product_key, device_name) = match change {
+        Change::InsertDevice(d) => (Some(d.product_key.as_str()), Some(d.device_name.as_str())),
         Change::DeleteDevice {
-            iot_id,
             product_key,
             device_name,
             ..
-        } => Some((
-            "device",
-            iot_id.as_str(),
-            Some(product_key.as_str()),
-            Some(device_name.as_str()),
-        )),
-        Change::SetEnabled { iot_id, .. } => Some(("device", iot_id.as_str(), None, None)),
-        Change::Presence { .. } => None,
-    }
+        } => (Some(product_key.as_str()), Some(device_name.as_str())),
+        _ => (None, None),
+    };
+    Some((entity, key, product_key, device_name))
+}
+
+/// The newest log entry of an entity (0 for none).
+pub(super) async fn entity_log_last<C: GenericClient>(
+    client: &C,
+    entity: &str,
+    key: &str,
+) -> Result<i64, StoreError> {
+    Ok(client
+        .query_one(
+            "SELECT COALESCE(MAX(seq), 0) FROM registry_log WHERE entity = $1 AND key = $2",
+            &[&entity, &key],
+        )
+        .await
+        .map_err(from_pg)?
+        .get(0))
 }
 
 /// The advisory lock that orders registry changes across nodes.
 const REGISTRY_LOG_LOCK: i64 = 0x7468_696e_6763_616c;
 
 /// Runs one registry change's statements (inside the writer's
-/// transaction), and logs it for the other nodes of a cluster.
+/// transaction), and logs it for the other nodes of a cluster: returns its
+/// log entry and the entity's previous one.
 pub(super) async fn apply_change<C: GenericClient>(
     client: &C,
     change: &Change,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<Option<LogPosition>, tokio_postgres::Error> {
     apply_statements(client, change).await?;
-    if let Some((entity, key, product_key, device_name)) = logged(change) {
-        let at = match change {
-            Change::PutAccessKey { at, .. }
-            | Change::DeleteProduct { at, .. }
-            | Change::DeleteDevice { at, .. }
-            | Change::SetEnabled { at, .. } => *at,
-            _ => 0,
-        };
-        // One registry change at a time across the nodes, until this
-        // transaction ends: the log's numbers are then given in commit
-        // order, so a node that read entry n has seen every entry below n.
-        client
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOG_LOCK])
-            .await?;
-        client
-            .execute(
-                "INSERT INTO registry_log (entity, key, product_key, device_name, at_ms)
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[&entity, &key, &product_key, &device_name, &at],
-            )
-            .await?;
-    }
-    Ok(())
+    let Some((entity, key, product_key, device_name)) = logged(change) else {
+        return Ok(None);
+    };
+    let at = match change {
+        Change::PutAccessKey { at, .. }
+        | Change::DeleteProduct { at, .. }
+        | Change::DeleteDevice { at, .. }
+        | Change::SetEnabled { at, .. } => *at,
+        _ => 0,
+    };
+    // One registry change at a time across the nodes, until this
+    // transaction ends: the log's numbers are then given in commit order,
+    // so a node that read entry n has seen every entry below n.
+    client
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOG_LOCK])
+        .await?;
+    let previous: i64 = client
+        .query_one(
+            "SELECT COALESCE(MAX(seq), 0) FROM registry_log WHERE entity = $1 AND key = $2",
+            &[&entity, &key],
+        )
+        .await?
+        .get(0);
+    let seq: i64 = client
+        .query_one(
+            "INSERT INTO registry_log (entity, key, product_key, device_name, at_ms)
+             VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+            &[&entity, &key, &product_key, &device_name, &at],
+        )
+        .await?
+        .get(0);
+    Ok(Some(LogPosition { previous, seq }))
 }
 
 async fn apply_statements<C: GenericClient>(
@@ -675,6 +684,24 @@ pub(super) async fn device<C: GenericClient>(
         .query_opt(
             &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE iot_id = $1"),
             &[&iot_id],
+        )
+        .await
+        .map_err(from_pg)?;
+    Ok(row.as_ref().map(row_to_device))
+}
+
+/// A device as stored now, by name.
+pub(super) async fn device_by_name<C: GenericClient>(
+    client: &C,
+    product_key: &str,
+    device_name: &str,
+) -> Result<Option<Device>, StoreError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE product_key = $1 AND device_name = $2"
+            ),
+            &[&product_key, &device_name],
         )
         .await
         .map_err(from_pg)?;

@@ -9,7 +9,7 @@ use super::error::from_pg;
 use crate::store::{StoreError, migration_error};
 
 /// Every migration, oldest first.
-const MIGRATIONS: [(&str, &str); 4] = [
+const MIGRATIONS: [(&str, &str); 5] = [
     ("V1__initial", include_str!("migrations/V1__initial.sql")),
     (
         "V2__invocations_fillfactor",
@@ -19,6 +19,10 @@ const MIGRATIONS: [(&str, &str); 4] = [
     (
         "V4__subscriptions",
         include_str!("migrations/V4__subscriptions.sql"),
+    ),
+    (
+        "V5__registry_log_by_entity",
+        include_str!("migrations/V5__registry_log_by_entity.sql"),
     ),
 ];
 

@@ -25,7 +25,7 @@ use tokio_postgres::{Client, Config, NoTls, Statement};
 
 use super::error::from_pg;
 use super::queries;
-use crate::store::{Change, Completion, Invocation, OnCommit, Resolver, StoreError};
+use crate::store::{Change, Completion, Invocation, LogPosition, OnCommit, Resolver, StoreError};
 
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -353,7 +353,7 @@ async fn commit_records(conn: &Conn, batch: &[Op]) -> Result<Vec<bool>, StoreErr
 /// everyone. On a failure of the transaction as a whole the operations
 /// come back with the error.
 async fn commit_changes(conn: &mut Conn, batch: Vec<Op>) -> Result<(), (Vec<Op>, StoreError)> {
-    let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(batch.len());
+    let mut results: Vec<Result<Option<LogPosition>, StoreError>> = Vec::with_capacity(batch.len());
     let mut found: Vec<bool> = Vec::new();
     let outcome: Result<(), StoreError> = async {
         let inserts = records_of(&batch);
@@ -365,14 +365,14 @@ async fn commit_changes(conn: &mut Conn, batch: Vec<Op>) -> Result<(), (Vec<Op>,
             .map_err(from_pg)?;
         for op in &batch {
             let Op::Change { change, .. } = op else {
-                results.push(Ok(()));
+                results.push(Ok(None));
                 continue;
             };
             let sp = tx.savepoint("change").await.map_err(from_pg)?;
             match queries::apply_change(&sp, change).await {
-                Ok(()) => {
+                Ok(position) => {
                     sp.commit().await.map_err(from_pg)?;
-                    results.push(Ok(()));
+                    results.push(Ok(position));
                 }
                 Err(e) => {
                     let error = from_pg(e);
@@ -428,7 +428,7 @@ fn records_of(batch: &[Op]) -> Vec<&Invocation> {
 /// Tells the waiters of a committed batch, in queue order: each change its
 /// own result (after its callback, when it committed), each outcome whether
 /// it found its record.
-fn tell(batch: Vec<Op>, results: Vec<Result<(), StoreError>>, found: Vec<bool>) {
+fn tell(batch: Vec<Op>, results: Vec<Result<Option<LogPosition>, StoreError>>, found: Vec<bool>) {
     let mut found = found.into_iter();
     for (op, result) in batch.into_iter().zip(results) {
         match op {
@@ -436,12 +436,13 @@ fn tell(batch: Vec<Op>, results: Vec<Result<(), StoreError>>, found: Vec<bool>) 
                 change,
                 on_commit,
                 done,
-            } => {
-                if result.is_ok() {
-                    on_commit(&change);
+            } => match result {
+                Ok(position) => {
+                    on_commit(&change, position);
+                    done.resolve(Ok(()));
                 }
-                done.resolve(result);
-            }
+                Err(e) => done.resolve(Err(e)),
+            },
             Op::Insert { done, .. } => done.resolve(Ok(())),
             Op::Complete { done, .. } => done.resolve(Ok(found.next().unwrap_or(false))),
         }
@@ -450,6 +451,6 @@ fn tell(batch: Vec<Op>, results: Vec<Result<(), StoreError>>, found: Vec<bool>) 
 
 /// Tells the waiters of a committed batch of records and outcomes.
 fn finish(batch: Vec<Op>, found: Vec<bool>) {
-    let results = batch.iter().map(|_| Ok(())).collect();
+    let results = batch.iter().map(|_| Ok(None)).collect();
     tell(batch, results, found);
 }

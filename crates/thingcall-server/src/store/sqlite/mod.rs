@@ -311,7 +311,7 @@ impl Registry for Store {
                 true,
                 Box::new(move |committed: Result<(), StoreError>| {
                     if committed.is_ok() {
-                        on_commit(&change);
+                        on_commit(&change, None);
                     }
                     resolver.resolve(committed);
                 }),
