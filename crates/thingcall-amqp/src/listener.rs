@@ -181,7 +181,7 @@ pub async fn serve_connection<S>(
 {
     let started = tokio::time::Instant::now();
     let open_slot = RemoteOpen::default();
-    let stream = OpenTap::new(stream, open_slot.clone());
+    let stream = OpenTap::new(stream, open_slot.clone(), config.max_frame_size);
     let principal_slot = Arc::new(Mutex::new(None));
     let acceptor = ConnectionAcceptor::builder()
         .container_id("thingcall")
