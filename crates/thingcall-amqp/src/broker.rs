@@ -320,6 +320,38 @@ impl Broker {
         }
     }
 
+    /// New messages of `group` were committed to the store, in position
+    /// order, right after every earlier one. A dispatcher that had read the
+    /// store to its end takes them as they are, without reading them back;
+    /// otherwise it reads them from the store with the rest.
+    pub fn notify_new(&self, group: &str, messages: Vec<Queued>) {
+        let g = lock(&self.groups).get(group).cloned();
+        let Some(g) = g else { return };
+        let mut st = lock(&g.state);
+        let room = 2 * self.config.read_batch.max(1);
+        let follows = messages.first().is_some_and(|m| m.seq > st.cursor);
+        if st.running
+            && st.exhausted
+            && !st.reading
+            && follows
+            && st.ready.len() + messages.len() <= room
+        {
+            for m in messages {
+                st.cursor = st.cursor.max(m.seq);
+                st.ready.entry(m.seq).or_insert(Entry {
+                    message: Arc::new(m),
+                    attempts: 0,
+                    not_before: None,
+                });
+            }
+        } else {
+            st.generation += 1;
+            st.exhausted = false;
+        }
+        drop(st);
+        g.wake.notify_one();
+    }
+
     /// The group's backlog was cleared (`ResetConsumerGroupPosition`, or
     /// the group was deleted): forget what was read, and every delivery in
     /// flight (a late accept of one is harmless).

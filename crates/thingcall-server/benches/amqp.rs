@@ -176,7 +176,7 @@ async fn setup(r: &Running, n: usize) -> (String, Vec<(String, Writer)>) {
     .await;
     let mut devices = Vec::new();
     for i in 0..n {
-        let dn = format!("d{i}");
+        let dn = format!("dev-{i:05}");
         let reg = raw_answer(
             &r.http,
             "RegisterDevice",

@@ -31,8 +31,8 @@ impl Engine {
         while let Some(event) = events.recv().await {
             match event {
                 TransportEvent::Reply(reply) => self.on_reply(reply).await,
-                TransportEvent::Presence(p) => self.on_presence(p),
-                TransportEvent::Post(p) => self.forward_post(&p),
+                TransportEvent::Presence(p) => self.on_presence(p).await,
+                TransportEvent::Post(p) => self.forward_post(&p).await,
             }
         }
     }
@@ -119,7 +119,9 @@ impl Engine {
             match outcome {
                 Ok(true) => {
                     if !late {
-                        state.forward_reply(&iot_id_for_forward, &reply, message_id);
+                        state
+                            .forward_reply(&iot_id_for_forward, &reply, message_id)
+                            .await;
                     }
                     state
                         .metrics
@@ -134,7 +136,7 @@ impl Engine {
 
     /// Forwards an async call's result to the consumer groups subscribed
     /// to the product's device data (`/${pk}/${dn}/thing/downlink/reply/message`).
-    fn forward_reply(
+    async fn forward_reply(
         &self,
         iot_id: &str,
         reply: &DeviceReply,
@@ -182,12 +184,13 @@ impl Engine {
             forward,
             message_id.get(),
             now,
-        );
+        )
+        .await;
     }
 
     /// Forwards a status change to the consumer groups subscribed to the
     /// product's status changes (`/as/mqtt/status/${pk}/${dn}`).
-    fn forward_status(&self, iot_id: &str, p: &PresenceEvent) {
+    async fn forward_status(&self, iot_id: &str, p: &PresenceEvent) {
         let Some(s) = &self.subscribe else { return };
         let about = About {
             iot_id,
@@ -205,12 +208,13 @@ impl Engine {
             forward,
             id,
             self.now().get(),
-        );
+        )
+        .await;
     }
 
     /// Forwards an accepted property or event report to the consumer
     /// groups subscribed to the product's device data.
-    fn forward_post(&self, p: &PostEvent) {
+    async fn forward_post(&self, p: &PostEvent) {
         let Some(s) = &self.subscribe else { return };
         let iot_id = read(&self.catalog)
             .device_by_name(p.device.product_key.as_str(), p.device.device_name.as_str())
@@ -259,7 +263,8 @@ impl Engine {
         };
         let key = format!("{}/{}", about.product_key, about.device_name);
         let id = self.message_ids.next(self.now()).get();
-        s.publish(about.product_key, &key, "DeviceDataFlag", forward, id, now);
+        s.publish(about.product_key, &key, "DeviceDataFlag", forward, id, now)
+            .await;
     }
 
     fn reject_reply(&self, reply: &DeviceReply, reason: &'static str) {
@@ -270,14 +275,14 @@ impl Engine {
     /// Records a presence change. The event loop that carries replies only
     /// queues the write (in order with every other registry change) and
     /// moves on; the mirror follows once it is committed.
-    fn on_presence(&self, p: PresenceEvent) {
+    async fn on_presence(&self, p: PresenceEvent) {
         let iot_id = read(&self.catalog)
             .device_by_name(p.device.product_key.as_str(), p.device.device_name.as_str())
             .map(|d| d.iot_id.clone());
         let Some(iot_id) = iot_id else {
             return;
         };
-        self.forward_status(&iot_id, &p);
+        self.forward_status(&iot_id, &p).await;
         let change = Change::Presence {
             iot_id,
             online: p.online,

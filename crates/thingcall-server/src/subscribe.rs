@@ -10,7 +10,7 @@
 //! queued is dropped.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +21,6 @@ use tokio::sync::mpsc;
 
 use crate::catalog::SharedCatalog;
 use crate::store::{BacklogRow, ConsumerGroup, StoreError, Subscription, Subscriptions};
-use crate::sync::lock;
 
 /// The group every account has; it cannot be renamed or deleted.
 pub(crate) const DEFAULT_GROUP: &str = "DEFAULT_GROUP";
@@ -31,6 +30,9 @@ pub(crate) const AMQP: &str = "AMQP";
 
 /// Most messages and accepts written in one transaction.
 const WRITE_BATCH: usize = 2048;
+
+/// New messages waiting for the backlog writer, at most.
+const QUEUE: usize = 16 * 1024;
 
 enum Op {
     Insert(BacklogRow),
@@ -48,9 +50,12 @@ struct Mirror {
 pub(crate) struct Subscribe {
     store: Arc<dyn Subscriptions>,
     mirror: RwLock<Mirror>,
-    /// The next backlog position, and the writer's queue: taken together,
-    /// so positions reach the writer in increasing order.
-    queue: Mutex<(u64, mpsc::UnboundedSender<Op>)>,
+    /// The next backlog position, and the writer's queue of new messages:
+    /// taken together, so positions reach the writer in increasing order.
+    /// The queue is bounded: when the store falls behind, the event loop
+    /// that forwards waits, and the devices with it (TCP backpressure),
+    /// instead of memory growing.
+    queue: tokio::sync::Mutex<(u64, mpsc::Sender<Op>)>,
     pub(crate) broker: Arc<Broker>,
     retention: Duration,
 }
@@ -115,25 +120,31 @@ impl Subscribe {
                 .subscriptions
                 .insert((s.product_key.clone(), s.kind.clone()), s);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let now = Arc::clone(&clock);
         let retention = config.retention;
         let broker = Broker::new(
             config,
             Arc::new(StoreBacklog {
                 store: Arc::clone(&store),
-                acks: tx.clone(),
+                acks: acks_tx,
             }),
             Arc::new(move || now.now().get()),
         );
         let subscribe = Arc::new(Subscribe {
             store: Arc::clone(&store),
             mirror: RwLock::new(mirror),
-            queue: Mutex::new((snapshot.last_seq + 1, tx)),
+            queue: tokio::sync::Mutex::new((snapshot.last_seq + 1, tx)),
             broker: Arc::clone(&broker),
             retention,
         });
-        tokio::spawn(write_backlogs(Arc::clone(&store), Arc::clone(&broker), rx));
+        tokio::spawn(write_backlogs(
+            Arc::clone(&store),
+            Arc::clone(&broker),
+            rx,
+            acks_rx,
+        ));
         let expiry = Arc::downgrade(&subscribe);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -250,7 +261,7 @@ impl Subscribe {
 
     /// Queues `forward` for every group whose AMQP subscription of the
     /// product has `flag`. `key` orders the messages (the device).
-    pub(crate) fn publish(
+    pub(crate) async fn publish(
         &self,
         product_key: &str,
         key: &str,
@@ -274,7 +285,7 @@ impl Subscribe {
                 _ => return,
             }
         };
-        let mut q = lock(&self.queue);
+        let mut q = self.queue.lock().await;
         for group_id in groups {
             let seq = q.0;
             q.0 += 1;
@@ -289,7 +300,7 @@ impl Subscribe {
                     body: forward.body.clone(),
                 },
             };
-            if q.1.send(Op::Insert(row)).is_err() {
+            if q.1.send(Op::Insert(row)).await.is_err() {
                 tracing::error!("the backlog writer stopped; a forwarded message was not queued");
             }
         }
@@ -357,9 +368,15 @@ impl Subscribe {
 async fn write_backlogs(
     store: Arc<dyn Subscriptions>,
     broker: Arc<Broker>,
-    mut rx: mpsc::UnboundedReceiver<Op>,
+    mut rx: mpsc::Receiver<Op>,
+    mut acks_rx: mpsc::UnboundedReceiver<Op>,
 ) {
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            op = rx.recv() => op,
+            op = acks_rx.recv() => op,
+        };
+        let Some(first) = first else { return };
         let mut rows = Vec::new();
         let mut acks = Vec::new();
         let mut take = |op: Op| match op {
@@ -373,9 +390,13 @@ async fn write_backlogs(
                 Err(_) => break,
             }
         }
-        let mut groups: Vec<String> = rows.iter().map(|r| r.group_id.clone()).collect();
-        groups.sort_unstable();
-        groups.dedup();
+        for _ in 1..WRITE_BATCH {
+            match acks_rx.try_recv() {
+                Ok(op) => take(op),
+                Err(_) => break,
+            }
+        }
+
         let mut delay = Duration::from_millis(50);
         loop {
             match store.write_backlog(rows.clone(), acks.clone()).await {
@@ -387,8 +408,14 @@ async fn write_backlogs(
                 }
             }
         }
-        for g in groups {
-            broker.notify(&g);
+        // Handed to the dispatchers as written: a consumer that is keeping
+        // up gets them without a read of the store.
+        let mut by_group: std::collections::BTreeMap<String, Vec<Queued>> = Default::default();
+        for r in rows {
+            by_group.entry(r.group_id).or_default().push(r.message);
+        }
+        for (g, messages) in by_group {
+            broker.notify_new(&g, messages);
         }
     }
 }
