@@ -247,6 +247,34 @@ struct GroupState {
     last_accepted_ms: Option<i64>,
 }
 
+impl GroupState {
+    /// Puts a delivery in flight back among the ready messages, to be
+    /// handed out again (not before `not_before`); its device may go on.
+    fn hand_back(&mut self, seq: u64, stats: &BrokerStats, not_before: Option<Instant>) -> bool {
+        let Some(f) = self.in_flight.remove(&seq) else {
+            return false;
+        };
+        self.busy.remove(&f.message.key);
+        stats.redelivered.fetch_add(1, Ordering::Relaxed);
+        self.ready.insert(
+            seq,
+            Entry {
+                message: f.message,
+                attempts: f.attempts + 1,
+                not_before,
+            },
+        );
+        true
+    }
+
+    /// Forgets what was read and every delivery in flight.
+    fn forget(&mut self) {
+        self.ready.clear();
+        self.in_flight.clear();
+        self.busy.clear();
+    }
+}
+
 struct Group {
     name: String,
     state: Mutex<GroupState>,
@@ -359,9 +387,7 @@ impl Broker {
         let g = lock(&self.groups).get(group).cloned();
         if let Some(g) = g {
             let mut st = lock(&g.state);
-            st.ready.clear();
-            st.in_flight.clear();
-            st.busy.clear();
+            st.forget();
             for c in &mut st.consumers {
                 c.outstanding = 0;
             }
@@ -409,9 +435,7 @@ impl Broker {
         if let Some(g) = g {
             let mut st = lock(&g.state);
             st.consumers.clear();
-            st.ready.clear();
-            st.in_flight.clear();
-            st.busy.clear();
+            st.forget();
             drop(st);
             g.wake.notify_one();
         }
@@ -569,21 +593,11 @@ impl Broker {
             .map(|(seq, _)| *seq)
             .collect();
         for seq in overdue {
-            if let Some(f) = st.in_flight.remove(&seq) {
-                if let Some(c) = st.consumers.iter_mut().find(|c| c.id == f.consumer) {
-                    c.stalled = true;
-                }
-                st.busy.remove(&f.message.key);
-                self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
-                st.ready.insert(
-                    seq,
-                    Entry {
-                        message: f.message,
-                        attempts: f.attempts + 1,
-                        not_before: None,
-                    },
-                );
+            let holder = st.in_flight.get(&seq).map(|f| f.consumer);
+            if let Some(c) = st.consumers.iter_mut().find(|c| Some(c.id) == holder) {
+                c.stalled = true;
             }
+            st.hand_back(seq, &self.stats, None);
         }
         let mut next_due: Option<Instant> = None;
         let window = self.config.consumer_window.max(1);
@@ -703,22 +717,11 @@ impl Consumer {
                 broker.backlog.ack(&self.group.name, seq);
             }
             Settled::Returned | Settled::Lost if held => {
-                if let Some(f) = st.in_flight.remove(&seq) {
-                    st.busy.remove(&f.message.key);
-                    broker.stats.redelivered.fetch_add(1, Ordering::Relaxed);
-                    let delay = match settled {
-                        Settled::Returned => Some(Instant::now() + broker.config.retry_delay),
-                        _ => None,
-                    };
-                    st.ready.insert(
-                        seq,
-                        Entry {
-                            message: f.message,
-                            attempts: f.attempts + 1,
-                            not_before: delay,
-                        },
-                    );
-                }
+                let delay = match settled {
+                    Settled::Returned => Some(Instant::now() + broker.config.retry_delay),
+                    _ => None,
+                };
+                st.hand_back(seq, &broker.stats, delay);
             }
             _ => {}
         }
@@ -738,21 +741,7 @@ impl Drop for Consumer {
             .map(|(seq, _)| *seq)
             .collect();
         for seq in held {
-            if let Some(f) = st.in_flight.remove(&seq) {
-                st.busy.remove(&f.message.key);
-                self.broker
-                    .stats
-                    .redelivered
-                    .fetch_add(1, Ordering::Relaxed);
-                st.ready.insert(
-                    seq,
-                    Entry {
-                        message: f.message,
-                        attempts: f.attempts + 1,
-                        not_before: None,
-                    },
-                );
-            }
+            st.hand_back(seq, &self.broker.stats, None);
         }
         drop(st);
         self.group.wake.notify_one();

@@ -316,21 +316,37 @@ pub(super) async fn delete_relation(
     Ok(ok(DeleteSubscribeRelation::NAME, format, rid, ()))
 }
 
+/// Adds a group to (`add`) or removes it from a product's AMQP
+/// subscription.
+async fn edit_groups(
+    state: &Engine,
+    group_id: &str,
+    product_key: &str,
+    add: bool,
+) -> Result<(), ApiError> {
+    let s = subscribe(state)?;
+    existing(s, group_id)?;
+    let Some(mut sub) = s.subscription(product_key, AMQP) else {
+        return Err(ApiError::new(ErrorCode::NotExistedSubscribeRelation));
+    };
+    let has = sub.group_ids.iter().any(|g| g == group_id);
+    if add && !has {
+        sub.group_ids.push(group_id.to_owned());
+    } else if !add && has {
+        sub.group_ids.retain(|g| g != group_id);
+    } else {
+        return Ok(());
+    }
+    s.put_subscription(sub).await.map_err(store_error)
+}
+
 pub(super) async fn add_group_to_relation(
     state: &Engine,
     r: CreateConsumerGroupSubscribeRelation,
     format: Format,
     rid: &RequestId,
 ) -> Result<String, ApiError> {
-    let s = subscribe(state)?;
-    existing(s, &r.consumer_group_id)?;
-    let Some(mut sub) = s.subscription(r.product_key.as_str(), AMQP) else {
-        return Err(ApiError::new(ErrorCode::NotExistedSubscribeRelation));
-    };
-    if !sub.group_ids.contains(&r.consumer_group_id) {
-        sub.group_ids.push(r.consumer_group_id);
-        s.put_subscription(sub).await.map_err(store_error)?;
-    }
+    edit_groups(state, &r.consumer_group_id, r.product_key.as_str(), true).await?;
     Ok(ok(
         CreateConsumerGroupSubscribeRelation::NAME,
         format,
@@ -345,13 +361,7 @@ pub(super) async fn remove_group_from_relation(
     format: Format,
     rid: &RequestId,
 ) -> Result<String, ApiError> {
-    let s = subscribe(state)?;
-    existing(s, &r.consumer_group_id)?;
-    let Some(mut sub) = s.subscription(r.product_key.as_str(), AMQP) else {
-        return Err(ApiError::new(ErrorCode::NotExistedSubscribeRelation));
-    };
-    sub.group_ids.retain(|g| g != &r.consumer_group_id);
-    s.put_subscription(sub).await.map_err(store_error)?;
+    edit_groups(state, &r.consumer_group_id, r.product_key.as_str(), false).await?;
     Ok(ok(
         DeleteConsumerGroupSubscribeRelation::NAME,
         format,
