@@ -130,23 +130,23 @@ pub struct GroupStatus {
     pub unsettled: usize,
 }
 
-/// Why an attach is refused.
+/// Why an attach is refused, with the limit that was reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// More than `max_connections_per_client` for this client id.
-    TooManyConnections,
+    TooManyConnections(usize),
     /// More than `max_clients_per_group` client ids in the group.
-    TooManyClients,
+    TooManyClients(usize),
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::TooManyConnections => {
-                f.write_str("this client id has the most connections allowed (128)")
+            Refusal::TooManyConnections(n) => {
+                write!(f, "this client id has the most connections allowed ({n})")
             }
-            Refusal::TooManyClients => {
-                f.write_str("the consumer group has the most clients allowed (64)")
+            Refusal::TooManyClients(n) => {
+                write!(f, "the consumer group has the most clients allowed ({n})")
             }
         }
     }
@@ -267,6 +267,27 @@ impl GroupState {
         true
     }
 
+    /// Takes a message read from, or just written to, the store: the
+    /// position moves past it, and it waits to be handed out unless it is
+    /// out already.
+    fn admit(&mut self, m: Queued) {
+        self.cursor = self.cursor.max(m.seq);
+        if !self.in_flight.contains_key(&m.seq) {
+            self.ready.entry(m.seq).or_insert(Entry {
+                message: Arc::new(m),
+                attempts: 0,
+                not_before: None,
+            });
+        }
+    }
+
+    /// The store has what was not read: the next pass reads it, and a
+    /// read under way does not conclude the store is empty.
+    fn read_again(&mut self) {
+        self.generation += 1;
+        self.exhausted = false;
+    }
+
     /// Forgets what was read and every delivery in flight.
     fn forget(&mut self) {
         self.ready.clear();
@@ -318,11 +339,6 @@ impl Broker {
         })
     }
 
-    /// The settings.
-    pub fn config(&self) -> &BrokerConfig {
-        &self.config
-    }
-
     fn group(&self, name: &str) -> Arc<Group> {
         lock(&self.groups)
             .entry(name.to_owned())
@@ -338,14 +354,7 @@ impl Broker {
 
     /// New messages of `group` are in the store.
     pub fn notify(&self, group: &str) {
-        let g = lock(&self.groups).get(group).cloned();
-        if let Some(g) = g {
-            let mut st = lock(&g.state);
-            st.generation += 1;
-            st.exhausted = false;
-            drop(st);
-            g.wake.notify_one();
-        }
+        self.notify_new(group, Vec::new());
     }
 
     /// New messages of `group` were committed to the store, in position
@@ -365,16 +374,10 @@ impl Broker {
             && st.ready.len() + messages.len() <= room
         {
             for m in messages {
-                st.cursor = st.cursor.max(m.seq);
-                st.ready.entry(m.seq).or_insert(Entry {
-                    message: Arc::new(m),
-                    attempts: 0,
-                    not_before: None,
-                });
+                st.admit(m);
             }
         } else {
-            st.generation += 1;
-            st.exhausted = false;
+            st.read_again();
         }
         drop(st);
         g.wake.notify_one();
@@ -391,8 +394,7 @@ impl Broker {
             for c in &mut st.consumers {
                 c.outstanding = 0;
             }
-            st.generation += 1;
-            st.exhausted = false;
+            st.read_again();
             drop(st);
             g.wake.notify_one();
         }
@@ -459,13 +461,15 @@ impl Broker {
                 .filter(|c| c.client_id == client_id)
                 .count();
             if same >= self.config.max_connections_per_client {
-                return Err(Refusal::TooManyConnections);
+                return Err(Refusal::TooManyConnections(
+                    self.config.max_connections_per_client,
+                ));
             }
             if same == 0 {
                 let clients: HashSet<&str> =
                     st.consumers.iter().map(|c| c.client_id.as_str()).collect();
                 if clients.len() >= self.config.max_clients_per_group {
-                    return Err(Refusal::TooManyClients);
+                    return Err(Refusal::TooManyClients(self.config.max_clients_per_group));
                 }
             }
             st.consumers.push(Slot {
@@ -529,14 +533,7 @@ impl Broker {
                                 if st.generation != generation && m.seq <= st.cursor {
                                     continue;
                                 }
-                                st.cursor = st.cursor.max(m.seq);
-                                if !st.in_flight.contains_key(&m.seq) {
-                                    st.ready.entry(m.seq).or_insert(Entry {
-                                        message: Arc::new(m),
-                                        attempts: 0,
-                                        not_before: None,
-                                    });
-                                }
+                                st.admit(m);
                             }
                             if !full && st.generation == generation {
                                 st.exhausted = true;

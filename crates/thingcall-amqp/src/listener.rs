@@ -222,26 +222,23 @@ pub async fn serve_connection<S>(
             return;
         }
     };
-    match open_slot.idle_time_out() {
-        Some(ms) if config.idle_time_out_ms.contains(&ms) => {}
-        Some(ms) => {
-            let why = format!(
-                "idle-time-out {ms} ms is outside {}..={} ms",
-                config.idle_time_out_ms.start(),
-                config.idle_time_out_ms.end()
-            );
-            refuse(&mut conn, AmqpError::NotAllowed, &why).await;
-            return;
-        }
-        None => {
-            let why = format!(
-                "the Open frame must carry an idle-time-out of {}..={} ms",
-                config.idle_time_out_ms.start(),
-                config.idle_time_out_ms.end()
-            );
-            refuse(&mut conn, AmqpError::NotAllowed, &why).await;
-            return;
-        }
+    let range = &config.idle_time_out_ms;
+    let bad_idle = match open_slot.idle_time_out() {
+        Some(ms) if range.contains(&ms) => None,
+        Some(ms) => Some(format!(
+            "idle-time-out {ms} ms is outside {}..={} ms",
+            range.start(),
+            range.end()
+        )),
+        None => Some(format!(
+            "the Open frame must carry an idle-time-out of {}..={} ms",
+            range.start(),
+            range.end()
+        )),
+    };
+    if let Some(why) = bad_idle {
+        refuse(&mut conn, AmqpError::NotAllowed, &why).await;
+        return;
     }
     // One session, one receiver link, within the deadline.
     let deadline = started + config.link_timeout;
@@ -269,12 +266,11 @@ pub async fn serve_connection<S>(
             return;
         }
         Err(_) => {
-            refuse(
-                &mut conn,
-                AmqpError::ResourceLimitExceeded,
-                "no receiver link was attached within 15 s",
-            )
-            .await;
+            let why = format!(
+                "no receiver link was attached within {} ms",
+                config.link_timeout.as_millis()
+            );
+            refuse(&mut conn, AmqpError::ResourceLimitExceeded, &why).await;
             return;
         }
     };

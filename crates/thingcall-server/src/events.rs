@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use thingcall_transport::{
-    DeviceReply, EventStream, PostEvent, PresenceEvent, ReplyVia, TransportEvent,
+    DeviceKey, DeviceReply, EventStream, PostEvent, PresenceEvent, ReplyVia, TransportEvent,
 };
 
 use thingcall_amqp::message::{self, About};
@@ -67,13 +67,7 @@ impl Engine {
         // the record so nothing the device said is lost. The update is
         // queued under the table's lock, so it follows a timed-out call's
         // record.
-        let iot_id = read(&self.catalog)
-            .device_by_name(
-                reply.device.product_key.as_str(),
-                reply.device.device_name.as_str(),
-            )
-            .map(|d| d.iot_id.clone());
-        let Some(iot_id) = iot_id else {
+        let Some(iot_id) = self.iot_id_of(&reply.device) else {
             drop(table);
             self.reject_reply(&reply, "unknown_device");
             return;
@@ -147,11 +141,7 @@ impl Engine {
             return;
         };
         let d = &reply.device;
-        let about = About {
-            iot_id,
-            product_key: d.product_key.as_str(),
-            device_name: d.device_name.as_str(),
-        };
+        let about = about(iot_id, d);
         let topic = format!(
             "/sys/{}/{}/thing/service/{}",
             about.product_key,
@@ -176,34 +166,20 @@ impl Engine {
             reply.reply.data.clone(),
             now,
         );
-        let key = format!("{}/{}", about.product_key, about.device_name);
-        s.publish(
-            about.product_key,
-            &key,
-            "DeviceDataFlag",
-            forward,
-            message_id.get(),
-            now,
-        )
-        .await;
+        s.publish(about, "DeviceDataFlag", forward, message_id.get(), now)
+            .await;
     }
 
     /// Forwards a status change to the consumer groups subscribed to the
     /// product's status changes (`/as/mqtt/status/${pk}/${dn}`).
     async fn forward_status(&self, iot_id: &str, p: &PresenceEvent) {
         let Some(s) = &self.subscribe else { return };
-        let about = About {
-            iot_id,
-            product_key: p.device.product_key.as_str(),
-            device_name: p.device.device_name.as_str(),
-        };
+        let about = about(iot_id, &p.device);
         let ip = p.client_addr.map(|a| a.ip().to_string());
         let forward = message::status(about, p.online, p.at.get(), ip.as_deref());
-        let key = format!("{}/{}", about.product_key, about.device_name);
         let id = self.message_ids.next(self.now()).get();
         s.publish(
-            about.product_key,
-            &key,
+            about,
             "DeviceStatusChangeFlag",
             forward,
             id,
@@ -216,15 +192,10 @@ impl Engine {
     /// groups subscribed to the product's device data.
     async fn forward_post(&self, p: &PostEvent) {
         let Some(s) = &self.subscribe else { return };
-        let iot_id = read(&self.catalog)
-            .device_by_name(p.device.product_key.as_str(), p.device.device_name.as_str())
-            .map(|d| d.iot_id.clone());
-        let Some(iot_id) = iot_id else { return };
-        let about = About {
-            iot_id: &iot_id,
-            product_key: p.device.product_key.as_str(),
-            device_name: p.device.device_name.as_str(),
+        let Some(iot_id) = self.iot_id_of(&p.device) else {
+            return;
         };
+        let about = about(&iot_id, &p.device);
         let now = self.now().get();
         let empty = serde_json::Map::new();
         let params = p.params.as_object().unwrap_or(&empty);
@@ -261,10 +232,15 @@ impl Engine {
                 )
             }
         };
-        let key = format!("{}/{}", about.product_key, about.device_name);
         let id = self.message_ids.next(self.now()).get();
-        s.publish(about.product_key, &key, "DeviceDataFlag", forward, id, now)
-            .await;
+        s.publish(about, "DeviceDataFlag", forward, id, now).await;
+    }
+
+    /// The iotId of a device the mirror knows.
+    fn iot_id_of(&self, device: &DeviceKey) -> Option<String> {
+        read(&self.catalog)
+            .device_by_name(device.product_key.as_str(), device.device_name.as_str())
+            .map(|d| d.iot_id.clone())
     }
 
     fn reject_reply(&self, reply: &DeviceReply, reason: &'static str) {
@@ -276,10 +252,7 @@ impl Engine {
     /// queues the write (in order with every other registry change) and
     /// moves on; the mirror follows once it is committed.
     async fn on_presence(&self, p: PresenceEvent) {
-        let iot_id = read(&self.catalog)
-            .device_by_name(p.device.product_key.as_str(), p.device.device_name.as_str())
-            .map(|d| d.iot_id.clone());
-        let Some(iot_id) = iot_id else {
+        let Some(iot_id) = self.iot_id_of(&p.device) else {
             return;
         };
         self.forward_status(&iot_id, &p).await;
@@ -303,5 +276,14 @@ impl Engine {
             }
             Err(e) => tracing::error!(device = %p.device, error = %e, "cannot record presence"),
         }
+    }
+}
+
+/// A forwarded message's device.
+fn about<'a>(iot_id: &'a str, device: &'a DeviceKey) -> About<'a> {
+    About {
+        iot_id,
+        product_key: device.product_key.as_str(),
+        device_name: device.device_name.as_str(),
     }
 }

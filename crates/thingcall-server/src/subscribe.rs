@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use thingcall_amqp::message::Forward;
+use thingcall_amqp::message::{About, Forward};
 use thingcall_amqp::{Backlog, Broker, BrokerConfig, Queued};
 use thingcall_core::{Clock, Secret};
 use tokio::sync::mpsc;
@@ -260,16 +260,17 @@ impl Subscribe {
     }
 
     /// Queues `forward` for every group whose AMQP subscription of the
-    /// product has `flag`. `key` orders the messages (the device).
+    /// device's product has `flag`; a group gets one device's messages in
+    /// the order they are queued.
     pub(crate) async fn publish(
         &self,
-        product_key: &str,
-        key: &str,
+        about: About<'_>,
         flag: &str,
         forward: Forward,
         message_id: u64,
         now_ms: i64,
     ) {
+        let product_key = about.product_key;
         let groups: Vec<String> = {
             let m = read(&self.mirror);
             match m
@@ -285,6 +286,7 @@ impl Subscribe {
                 _ => return,
             }
         };
+        let key = format!("{}/{}", about.product_key, about.device_name);
         let mut q = self.queue.lock().await;
         for group_id in groups {
             let seq = q.0;
@@ -293,7 +295,7 @@ impl Subscribe {
                 group_id,
                 message: Queued {
                     seq,
-                    key: key.to_owned(),
+                    key: key.clone(),
                     topic: forward.topic.clone(),
                     message_id,
                     generate_ms: now_ms,

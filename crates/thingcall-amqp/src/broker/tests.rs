@@ -208,12 +208,12 @@ async fn limits_per_client_id_and_per_group() {
     let _a2 = b.attach("g", "a", None).unwrap();
     assert_eq!(
         b.attach("g", "a", None).unwrap_err(),
-        Refusal::TooManyConnections
+        Refusal::TooManyConnections(2)
     );
     let _b1 = b.attach("g", "b", None).unwrap();
     assert_eq!(
         b.attach("g", "c", None).unwrap_err(),
-        Refusal::TooManyClients
+        Refusal::TooManyClients(2)
     );
     // Another group has its own limits.
     assert!(b.attach("h", "c", None).is_ok());

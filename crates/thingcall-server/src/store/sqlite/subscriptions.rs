@@ -66,7 +66,6 @@ fn load(conn: &Connection) -> rusqlite::Result<SubscriptionSnapshot> {
 #[async_trait::async_trait]
 impl Subscriptions for Store {
     async fn load_subscriptions(&self) -> Result<SubscriptionSnapshot, StoreError> {
-        self.write(|_| Ok(())).await?;
         self.read(load).await
     }
 
