@@ -10,6 +10,27 @@
 //!
 //! Exit codes: 0 success, 1 the input was checked and found wanting (TSL
 //! problems, Args violations), 2 usage or input errors.
+// Output goes through `out!` and `note!`, which survive a closed pipe;
+// `println!` and `eprintln!` panic on one.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+/// Prints one line of a command's result: `println!` that ends the process
+/// quietly when the reader went away (see `cmd::print_line`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cmd::print_line(format_args!($($arg)*))
+    };
+}
+
+/// Prints one line to standard error, ignoring a failure to write: with
+/// the diagnostics' reader gone there is no one left to tell, and
+/// `eprintln!` would panic instead.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 mod cmd;
 
@@ -71,7 +92,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("error: {message}");
+            note!("error: {message}");
             ExitCode::from(2)
         }
     }

@@ -93,7 +93,7 @@ impl ApiArgs {
             b = b.ca_file(ca).map_err(|e| format!("--ca-file: {e}"))?;
         }
         if self.insecure {
-            eprintln!(
+            note!(
                 "WARNING: --insecure: the server's TLS certificate is NOT checked; anyone on the path can read and change this traffic"
             );
             b = b.danger_accept_invalid_certs(true);
@@ -143,11 +143,11 @@ fn call<A: Action>(api: &ApiArgs, action: &A) -> Result<Result<A::Response, Exit
     let result = runtime()?.block_on(client.call(action));
     Ok(result.map_err(|e| {
         match e.code() {
-            Some(code) => eprintln!("{code}: {}", e.message()),
-            None => eprintln!("error: {}", e.message()),
+            Some(code) => note!("{code}: {}", e.message()),
+            None => note!("error: {}", e.message()),
         }
         if let Some(rid) = e.request_id() {
-            eprintln!("RequestId: {rid}");
+            note!("RequestId: {rid}");
         }
         ExitCode::from(1)
     }))
@@ -156,11 +156,11 @@ fn call<A: Action>(api: &ApiArgs, action: &A) -> Result<Result<A::Response, Exit
 /// Prints `rows` as an aligned two-column table, or `value` as JSON.
 fn show(output: Output, rows: &[(&str, String)], value: Value) {
     match output {
-        Output::Json => println!("{value}"),
+        Output::Json => out!("{value}"),
         Output::Table => {
             let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
             for (k, v) in rows {
-                println!("{k:<width$}  {v}");
+                out!("{k:<width$}  {v}");
             }
         }
     }
@@ -219,16 +219,16 @@ pub(crate) fn invoke(a: InvokeArgs) -> Outcome {
         .as_deref()
         .and_then(|r| serde_json::from_str::<Value>(r).ok());
     match a.api.output {
-        Output::Json => println!(
+        Output::Json => out!(
             "{}",
             json!({"MessageId": data.message_id, "Result": result_json})
         ),
         Output::Table => {
             if let Some(id) = &data.message_id {
-                println!("MessageId  {id}");
+                out!("MessageId  {id}");
             }
             if let Some(r) = &data.result {
-                println!("Result     {r}");
+                out!("Result     {r}");
             }
         }
     }
@@ -382,10 +382,10 @@ pub(crate) fn register(a: RegisterArgs) -> Outcome {
             Ok(Data(d)) => done.push(d),
             Err(e) => {
                 if progress {
-                    eprintln!();
+                    note!();
                 }
-                eprintln!("{}: {}", e.code().unwrap_or("error"), e.message());
-                eprintln!("registered {} of {total} before the failure", done.len());
+                note!("{}: {}", e.code().unwrap_or("error"), e.message());
+                note!("registered {} of {total} before the failure", done.len());
                 print_registered(a.api.output, &done);
                 return Ok(ExitCode::from(1));
             }
@@ -395,7 +395,7 @@ pub(crate) fn register(a: RegisterArgs) -> Outcome {
         }
     }
     if progress {
-        eprintln!();
+        note!();
     }
     print_registered(a.api.output, &done);
     Ok(ExitCode::SUCCESS)
@@ -408,7 +408,7 @@ fn print_registered(output: Output, done: &[RegisterDeviceData]) {
                 .iter()
                 .map(|d| json!({"IotId": d.iot_id, "ProductKey": d.product_key, "DeviceName": d.device_name, "DeviceSecret": d.device_secret.expose()}))
                 .collect();
-            println!("{}", Value::Array(list));
+            out!("{}", Value::Array(list));
         }
         Output::Table => {
             let w = done
@@ -417,9 +417,9 @@ fn print_registered(output: Output, done: &[RegisterDeviceData]) {
                 .max()
                 .unwrap_or(10)
                 .max(10);
-            println!("{:<w$}  {:<26}  DeviceSecret", "DeviceName", "IotId");
+            out!("{:<w$}  {:<26}  DeviceSecret", "DeviceName", "IotId");
             for d in done {
-                println!(
+                out!(
                     "{:<w$}  {:<26}  {}",
                     d.device_name,
                     d.iot_id,
@@ -571,9 +571,9 @@ pub(crate) fn tsl_get(
     // The TSL itself is the result, in both output modes: pretty for people.
     match (api.output, serde_json::from_str::<Value>(&t.tsl_str)) {
         (Output::Table, Ok(v)) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or(t.tsl_str))
+            out!("{}", serde_json::to_string_pretty(&v).unwrap_or(t.tsl_str))
         }
-        _ => println!("{}", t.tsl_str),
+        _ => out!("{}", t.tsl_str),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ use thingcall_sign::device::{MqttClientId, password, password_content, username}
 
 use super::Outcome;
 use super::api::DeviceAction;
+use super::simulate::SimulateArgs;
 
 #[derive(Subcommand)]
 pub(crate) enum DeviceCommand {
@@ -37,57 +38,6 @@ pub(crate) struct Target {
     api: super::api::ApiArgs,
     #[command(flatten)]
     device: super::api::DeviceArgs,
-}
-
-#[derive(Args)]
-pub(crate) struct SimulateArgs {
-    /// The MQTT gateway, HOST:PORT.
-    #[arg(long)]
-    pub(crate) mqtt: String,
-    /// The devices' ProductKey.
-    #[arg(long)]
-    pub(crate) product_key: String,
-    /// The DeviceName (with --count N: the prefix of DN-1 ... DN-N).
-    #[arg(long, required_unless_present = "secrets_file")]
-    pub(crate) device_name: Option<String>,
-    /// The DeviceSecret (with --count N: shared by every device).
-    #[arg(long, required_unless_present = "secrets_file")]
-    pub(crate) device_secret: Option<String>,
-    /// Per-device secrets: the JSON that `thingcall device register --count N --output json` prints.
-    #[arg(long, conflicts_with = "device_secret")]
-    pub(crate) secrets_file: Option<std::path::PathBuf>,
-    /// The thing model (TSL JSON) to answer from.
-    #[arg(long)]
-    pub(crate) tsl: std::path::PathBuf,
-    /// Delay before each reply, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub(crate) latency: u64,
-    /// Share of calls answered with code 400, 0.0-1.0.
-    #[arg(long, default_value_t = 0.0)]
-    pub(crate) fail_rate: f64,
-    /// Ask for extended RRPC topics (ext=1), as linkkit does.
-    #[arg(long)]
-    pub(crate) ext: bool,
-    /// Rely on automatic subscription (_ss=1) instead of subscribing.
-    #[arg(long)]
-    pub(crate) ss: bool,
-    /// Simulate DN-1 ... DN-N instead of DN.
-    #[arg(long)]
-    pub(crate) count: Option<u32>,
-    /// Seed for generated replies and failures.
-    #[arg(long, default_value_t = 1)]
-    pub(crate) seed: u64,
-    /// Connect over TLS (to --mqtt, or to an MQTTS or WSS port), trusting
-    /// the CA in --ca-file.
-    #[arg(long, requires = "ca_file")]
-    pub(crate) tls: bool,
-    /// Speak MQTT over WebSocket (ws://HOST:PORT/mqtt; wss:// with --tls).
-    #[arg(long)]
-    pub(crate) websocket: bool,
-    /// The CA certificate(s) to trust, PEM (`serve --demo` writes
-    /// DATA_DIR/tls/ca.pem).
-    #[arg(long, value_name = "CA.pem")]
-    pub(crate) ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -132,7 +82,7 @@ impl DeviceCommand {
     pub(crate) fn run(self) -> Outcome {
         match self {
             DeviceCommand::Credentials(a) => credentials(a),
-            DeviceCommand::Simulate(a) => crate::cmd::simulate::run(a),
+            DeviceCommand::Simulate(a) => super::simulate::run(a),
             DeviceCommand::Register(a) => super::api::register(a),
             DeviceCommand::Detail(t) => {
                 super::api::device_action(DeviceAction::Detail, t.api, t.device)
@@ -194,8 +144,8 @@ fn credentials(a: CredentialsArgs) -> Outcome {
         &a.product_key,
         a.timestamp.as_deref(),
     );
-    println!("client_id={client_id}");
-    println!("username={}", username(&a.device_name, &a.product_key));
-    println!("password={}", password(method, &a.device_secret, &content));
+    out!("client_id={client_id}");
+    out!("username={}", username(&a.device_name, &a.product_key));
+    out!("password={}", password(method, &a.device_secret, &content));
     Ok(ExitCode::SUCCESS)
 }

@@ -90,10 +90,10 @@ fn v1_cmd(a: V1Args) -> Outcome {
     let method = a.method.as_str();
     if a.explain {
         let canonical = v1::canonical_query(&params);
-        println!("{canonical}");
-        println!("{}", v1::string_to_sign(method, &canonical));
+        out!("{canonical}");
+        out!("{}", v1::string_to_sign(method, &canonical));
     }
-    println!("{}", v1::sign(method, &params, &a.secret));
+    out!("{}", v1::sign(method, &params, &a.secret));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -134,9 +134,9 @@ fn v3_cmd(a: V3Args) -> Outcome {
     let canonical = v3::canonical_request(&parts);
     let sts = v3::string_to_sign(&canonical);
     if a.explain {
-        println!("{canonical}");
-        println!("{sts}");
+        out!("{canonical}");
+        out!("{sts}");
     }
-    println!("{}", v3::signature_of(&sts, &a.secret));
+    out!("{}", v3::signature_of(&sts, &a.secret));
     Ok(ExitCode::SUCCESS)
 }

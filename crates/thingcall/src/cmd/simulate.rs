@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Args;
 use thingcall_core::{DeviceName, ProductKey, Secret};
 use thingcall_gateway::client;
 use thingcall_gateway::simulator::{self, SimError, SimulatorConfig};
@@ -12,7 +13,58 @@ use thingcall_tsl::{CompiledModel, check_str};
 use tokio::sync::{mpsc, watch};
 
 use super::Outcome;
-use super::device::SimulateArgs;
+
+/// The devices to simulate and how they answer.
+#[derive(Args)]
+pub(crate) struct SimulateArgs {
+    /// The MQTT gateway, HOST:PORT.
+    #[arg(long)]
+    pub(crate) mqtt: String,
+    /// The devices' ProductKey.
+    #[arg(long)]
+    pub(crate) product_key: String,
+    /// The DeviceName (with --count N: the prefix of DN-1 ... DN-N).
+    #[arg(long, required_unless_present = "secrets_file")]
+    pub(crate) device_name: Option<String>,
+    /// The DeviceSecret (with --count N: shared by every device).
+    #[arg(long, required_unless_present = "secrets_file")]
+    pub(crate) device_secret: Option<String>,
+    /// Per-device secrets: the JSON that `thingcall device register --count N --output json` prints.
+    #[arg(long, conflicts_with = "device_secret")]
+    pub(crate) secrets_file: Option<std::path::PathBuf>,
+    /// The thing model (TSL JSON) to answer from.
+    #[arg(long)]
+    pub(crate) tsl: std::path::PathBuf,
+    /// Delay before each reply, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) latency: u64,
+    /// Share of calls answered with code 400, 0.0-1.0.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) fail_rate: f64,
+    /// Ask for extended RRPC topics (ext=1), as linkkit does.
+    #[arg(long)]
+    pub(crate) ext: bool,
+    /// Rely on automatic subscription (_ss=1) instead of subscribing.
+    #[arg(long)]
+    pub(crate) ss: bool,
+    /// Simulate DN-1 ... DN-N instead of DN.
+    #[arg(long)]
+    pub(crate) count: Option<u32>,
+    /// Seed for generated replies and failures.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Connect over TLS (to --mqtt, or to an MQTTS or WSS port), trusting
+    /// the CA in --ca-file.
+    #[arg(long, requires = "ca_file")]
+    pub(crate) tls: bool,
+    /// Speak MQTT over WebSocket (ws://HOST:PORT/mqtt; wss:// with --tls).
+    #[arg(long)]
+    pub(crate) websocket: bool,
+    /// The CA certificate(s) to trust, PEM (`serve --demo` writes
+    /// DATA_DIR/tls/ca.pem).
+    #[arg(long, value_name = "CA.pem")]
+    pub(crate) ca_file: Option<std::path::PathBuf>,
+}
 
 pub(crate) fn run(a: SimulateArgs) -> Outcome {
     if !(0.0..=1.0).contains(&a.fail_rate) {
@@ -87,7 +139,7 @@ pub(crate) fn run(a: SimulateArgs) -> Outcome {
             (false, true) => "MQTT over WebSocket",
             (true, true) => "MQTT over secure WebSocket",
         };
-        println!(
+        out!(
             "simulating {} device(s) against {} ({over})",
             devices.len(),
             a.mqtt
@@ -116,9 +168,13 @@ pub(crate) fn run(a: SimulateArgs) -> Outcome {
         drop(calls_tx);
         let printer = tokio::spawn(async move {
             while let Some(c) = calls.recv().await {
-                println!(
+                out!(
                     "{} {} id={} via={} code={}",
-                    c.device, c.identifier, c.id, c.via, c.code
+                    c.device,
+                    c.identifier,
+                    c.id,
+                    c.via,
+                    c.code
                 );
             }
         });
@@ -164,13 +220,13 @@ async fn device_loop(
         match simulator::run(cfg.clone(), calls.clone(), stopped).await {
             Ok(()) => return true,
             Err(SimError::Refused(code)) => {
-                eprintln!(
+                note!(
                     "{}: CONNECT refused ({code:?}); is the device registered with this secret?",
                     cfg.device
                 );
                 return false;
             }
-            Err(e) => eprintln!("{}: {e}; reconnecting in {backoff:?}", cfg.device),
+            Err(e) => note!("{}: {e}; reconnecting in {backoff:?}", cfg.device),
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}

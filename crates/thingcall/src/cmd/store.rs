@@ -53,18 +53,18 @@ fn copy(a: CopyArgs) -> Outcome {
     let outcome = runtime.block_on(thingcall_server::copy_store(&a.from, &to, a.force, |p| {
         if bar {
             if stage != p.stage && !stage.is_empty() {
-                eprintln!();
+                note!();
             }
             super::progress(p.done, p.total, p.stage);
         }
         stage = p.stage;
     }));
     if bar && !stage.is_empty() {
-        eprintln!();
+        note!();
     }
     match outcome {
         Ok(s) => {
-            println!(
+            out!(
                 "copied {} AccessKeys, {} products, {} devices and {} records from {} to {to}",
                 s.access_keys,
                 s.products,
@@ -75,7 +75,7 @@ fn copy(a: CopyArgs) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {}", e.message());
+            note!("error: {}", e.message());
             Ok(ExitCode::from(1))
         }
     }

@@ -85,14 +85,19 @@ pub(crate) fn run(a: SubscribeArgs) -> Outcome {
         let mut out = std::io::stdout().lock();
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             // Not printed: stop before accepting anything else.
-            failed = Some(e.to_string());
+            failed = Some(e);
             return false;
         }
         printed += 1;
         a.count.is_none_or(|n| printed < n)
     }));
-    if let Some(e) = failed {
-        return Err(format!("cannot print a message: {e}"));
+    match failed {
+        // The reader went away (`thingcall subscribe ... | head -3`): the
+        // message that could not be printed was not accepted, so the group
+        // keeps it; the command ends quietly, as every command does.
+        Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        Some(e) => return Err(format!("cannot print a message: {e}")),
+        None => {}
     }
     outcome?;
     Ok(ExitCode::SUCCESS)

@@ -97,7 +97,7 @@ impl TslCommand {
                     service.input_schema()
                 };
                 let text = serde_json::to_string_pretty(schema).map_err(|e| e.to_string())?;
-                println!("{text}");
+                out!("{text}");
                 Ok(ExitCode::SUCCESS)
             }
             TslCommand::Validate(a) => validate_cmd(a),
@@ -129,12 +129,12 @@ fn read(file: &Path) -> Result<String, String> {
 fn check_cmd(file: &Path) -> Outcome {
     match check_str(&read(file)?) {
         Ok(_) => {
-            println!("ok");
+            out!("ok");
             Ok(ExitCode::SUCCESS)
         }
         Err(problems) => {
             for p in problems {
-                println!("{p}");
+                out!("{p}");
             }
             Ok(ExitCode::from(1))
         }
@@ -175,11 +175,11 @@ fn validate_cmd(a: ValidateArgs) -> Outcome {
     }
     let violations = service.validate_args(&args);
     if violations.is_empty() {
-        println!("ok");
+        out!("ok");
         return Ok(ExitCode::SUCCESS);
     }
     for v in violations {
-        println!("{v}");
+        out!("{v}");
     }
     Ok(ExitCode::from(1))
 }
