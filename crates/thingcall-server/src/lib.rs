@@ -297,6 +297,21 @@ impl Server {
         self.generated_key.as_ref()
     }
 
+    /// An enabled AccessKey of the store, for `serve --demo` to sign its
+    /// example with when it generated none this time (the store kept the
+    /// one it generated on an earlier start): the one with the smallest id.
+    pub fn stored_access_key(&self) -> Option<GeneratedKey> {
+        read(&self.state.catalog)
+            .access_keys
+            .values()
+            .filter(|k| k.enabled)
+            .min_by(|a, b| a.id.cmp(&b.id))
+            .map(|k| GeneratedKey {
+                id: k.id.clone(),
+                secret: k.secret.clone(),
+            })
+    }
+
     /// The built-in MQTT gateway (`None` for a server made from parts).
     pub fn gateway(&self) -> Option<&Gateway> {
         self.gateway.as_ref()

@@ -275,7 +275,201 @@ fn a_taken_port_names_the_flag() {
             last[0].contains(flag) && last[0].contains("already in use"),
             "{stderr}"
         );
+        // Every listener is bound before anything is written: the failed
+        // start left no store (and no AccessKey shown once and lost).
+        assert!(
+            !dir.join("data").exists(),
+            "a start that failed on {flag} wrote the data directory"
+        );
     }
+}
+
+/// Reads a child's standard output until a line contains `until`; returns
+/// the lines so far. The rest is read on (and dropped) by a thread.
+fn lines_until(child: &mut Child, until: &str) -> Vec<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line with {until:?} in: {seen:#?}"));
+        let done = line.contains(until);
+        seen.push(line);
+        if done {
+            std::thread::spawn(move || rx.iter().for_each(drop));
+            return seen;
+        }
+    }
+}
+
+/// Runs the `curl -s 'http://...'` line the demo printed, as curl would.
+fn run_curl_line(line: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let url = line
+        .trim()
+        .strip_prefix("curl -s '")
+        .and_then(|r| r.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("not a curl line: {line}"));
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {out}"))
+}
+
+/// A newcomer's first two starts on a machine where the default ports are
+/// taken (here by the test; on CI, 1883 is Mosquitto's): `serve --demo`
+/// with no address flags moves to free ports and says so, and every start,
+/// not only the first, prints the AccessKey and a signed example that
+/// works.
+#[test]
+fn a_demo_on_taken_default_ports_starts_and_prints_a_working_example_each_time() {
+    // Holding the ports, or finding them held by another process: either
+    // way they are taken while the demo starts.
+    let _held: Vec<std::net::TcpListener> = ["127.0.0.1:8080", "127.0.0.1:1883"]
+        .iter()
+        .filter_map(|a| std::net::TcpListener::bind(a).ok())
+        .collect();
+    let dir = temp_dir("newcomer");
+    let start_demo = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_thingcall"))
+            .args(["serve", "--demo", "--data-dir"])
+            .arg(dir.join("data"))
+            .env_remove("THINGCALL_ACCESS_KEY_ID")
+            .env_remove("THINGCALL_ACCESS_KEY_SECRET")
+            .env_remove("THINGCALL_STORE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = lines_until(&mut child, "curl -s");
+        (child, lines)
+    };
+    let mut secrets = Vec::new();
+    for round in 1..=2 {
+        let (mut child, lines) = start_demo();
+        let text = lines.join("\n");
+        for port in [8080, 1883] {
+            assert!(
+                text.contains(&format!("(port {port} is taken: a free one instead)")),
+                "round {round}: the banner does not say {port} moved:\n{text}"
+            );
+        }
+        let secret = lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("AccessKeySecret "))
+            .unwrap_or_else(|| panic!("round {round}: no AccessKey shown:\n{text}"))
+            .trim()
+            .to_owned();
+        secrets.push(secret);
+        let reply = run_curl_line(lines.last().unwrap());
+        assert_eq!(reply["Success"], true, "round {round}: {reply}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert_eq!(
+        secrets[0], secrets[1],
+        "the stored key is the one shown first"
+    );
+}
+
+/// Every command ends quietly, with status 0, when its reader went away
+/// (`thingcall device status ... | head -1`), where `println!` panicked
+/// with a stack trace.
+#[test]
+fn commands_end_quietly_on_a_closed_pipe() {
+    let dir = temp_dir("pipe");
+    let mut s = start(&dir, &["--demo"]);
+    let pk = demo_product(&mut s.child);
+    let endpoint = format!("--endpoint=http://{}", s.http);
+    let runs: Vec<Vec<&str>> = vec![
+        vec![
+            "device",
+            "status",
+            &endpoint,
+            "--product-key",
+            &pk,
+            "--device-name",
+            "demo-device-1",
+        ],
+        vec![
+            "device",
+            "detail",
+            &endpoint,
+            "--product-key",
+            &pk,
+            "--device-name",
+            "demo-device-1",
+            "--output",
+            "json",
+        ],
+        vec![
+            "device",
+            "credentials",
+            "--product-key",
+            "a1B2c3D4e5F",
+            "--device-name",
+            "dev1",
+            "--device-secret",
+            "s",
+        ],
+        vec![
+            "sign",
+            "v1",
+            "--method",
+            "GET",
+            "--secret",
+            "s",
+            "--query",
+            "Action=X",
+            "--explain",
+        ],
+    ];
+    for args in runs {
+        // A pipe whose reading end is closed before the command starts:
+        // its first write fails, whatever the timing.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_thingcall"))
+            .args(&args)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", common::ID)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", common::SECRET)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "{args:?}: {:?}, stderr: {stderr}",
+            out.status
+        );
+    }
+    let mut child = s.child;
+    let _ = child.kill();
+    let _ = child.wait();
+    finish(&dir);
 }
 
 #[test]

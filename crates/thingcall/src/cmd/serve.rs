@@ -31,12 +31,15 @@ macro_rules! say {
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
-    /// The HTTP API address (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    http: SocketAddr,
-    /// The MQTT device gateway address (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    mqtt: SocketAddr,
+    /// The HTTP API address [default: 127.0.0.1:8080] (port 0 picks a free
+    /// port; with --demo, a taken default falls back to a free one).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// The MQTT device gateway address [default: 127.0.0.1:1883] (port 0
+    /// picks a free port; with --demo, a taken default falls back to a free
+    /// one).
+    #[arg(long, value_name = "ADDR")]
+    mqtt: Option<SocketAddr>,
     /// The HTTP API over TLS (needs --tls-cert and --tls-key, or --demo).
     #[arg(long, value_name = "ADDR")]
     https: Option<SocketAddr>,
@@ -162,20 +165,59 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener, S
         })
 }
 
-/// Binds an optional listener; a demo default (`true`) that is taken falls
-/// back to a free port.
-async fn bind_optional(
-    at: Option<(SocketAddr, bool)>,
-    flag: &str,
-) -> Result<Option<tokio::net::TcpListener>, String> {
-    let Some((addr, defaulted)) = at else {
+/// Where a listener goes: the address, and whether it is a default that
+/// may move to a free port when taken (the demo's).
+type At = Option<(SocketAddr, bool)>;
+
+/// A bound listener, and the default port it had to leave because another
+/// process held it.
+struct Bound {
+    listener: tokio::net::TcpListener,
+    moved_from: Option<u16>,
+}
+
+impl Bound {
+    fn addr(&self) -> Result<SocketAddr, String> {
+        self.listener.local_addr().map_err(|e| e.to_string())
+    }
+}
+
+/// What the banner adds to a listener's address that moved off a taken
+/// default port.
+fn moved(bound: Option<&Bound>) -> String {
+    match bound.and_then(|b| b.moved_from) {
+        Some(port) => format!(" (port {port} is taken: a free one instead)"),
+        None => String::new(),
+    }
+}
+
+/// Binds an optional listener; a default that may move (`true`) and is
+/// taken falls back to a free port.
+async fn bind_optional(at: At, flag: &str) -> Result<Option<Bound>, String> {
+    let Some((addr, may_move)) = at else {
         return Ok(None);
     };
     match bind(addr, flag).await {
-        Ok(l) => Ok(Some(l)),
-        Err(_) if defaulted => bind(SocketAddr::new(addr.ip(), 0), flag).await.map(Some),
+        Ok(listener) => Ok(Some(Bound {
+            listener,
+            moved_from: None,
+        })),
+        Err(_) if may_move => {
+            let listener = bind(SocketAddr::new(addr.ip(), 0), flag).await?;
+            Ok(Some(Bound {
+                listener,
+                moved_from: Some(addr.port()),
+            }))
+        }
         Err(e) => Err(e),
     }
+}
+
+/// Binds a listener that is always on (`--http`, `--mqtt`).
+async fn bind_required(at: At, flag: &str) -> Result<Bound, String> {
+    bind_optional(at, flag)
+        .await?
+        .ok_or_else(|| format!("{flag} has no address"))
 }
 
 /// How to point each SDK at the demo CA.
@@ -286,15 +328,11 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
     if (a.amqp.is_some() || a.amqps.is_some()) && cluster.is_some() {
         return Err("server-side subscription (--amqp, --amqps) does not run in a cluster yet: a consumer group's backlog is delivered by one node".into());
     }
-    let (tls_files, demo_ca) = match (&a.tls_cert, &a.tls_key) {
-        (Some(cert), Some(key)) => (Some(TlsFiles::new(cert, key)), None),
-        _ if a.demo => {
-            let made = thingcall_tls::demo::ensure(&a.data_dir).map_err(|e| e.to_string())?;
-            (Some(made.files), Some(made.ca))
-        }
-        _ => (None, None),
-    };
-    if tls_files.is_none() {
+    // With --demo and no certificate of the operator's, the demo's own CA
+    // and certificate are made (once) in the data directory: known now,
+    // written only after every listener is bound.
+    let demo_tls = a.demo && a.tls_cert.is_none();
+    if a.tls_cert.is_none() && !demo_tls {
         for (given, flag) in [
             (a.https.is_some(), "--https"),
             (a.mqtts.is_some(), "--mqtts"),
@@ -309,17 +347,22 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             }
         }
     }
-    let tls = match tls_files {
-        Some(files) => Some(ServerTls::load(files).map_err(|e| format!("TLS: {e}"))?),
-        None => None,
-    };
     // The demo turns the TLS listeners on at well-known ports; one that is
     // taken falls back to a free port (the banner says which).
     let demo_default = |given: Option<SocketAddr>, port: u16| match given {
         Some(addr) => Some((addr, false)),
-        None if demo_ca.is_some() => Some((SocketAddr::from(([127, 0, 0, 1], port)), true)),
+        None if demo_tls => Some((SocketAddr::from(([127, 0, 0, 1], port)), true)),
         None => None,
     };
+    // The two listeners that are always on: a demo that finds a default
+    // port taken (1883 often is, by another broker) moves to a free one
+    // rather than stopping a newcomer at the first command.
+    let always_on = |given: Option<SocketAddr>, port: u16| match given {
+        Some(addr) => Some((addr, false)),
+        None => Some((SocketAddr::from(([127, 0, 0, 1], port)), a.demo)),
+    };
+    let http_at = always_on(a.http, 8080);
+    let mqtt_at = always_on(a.mqtt, 1883);
     let https_at = demo_default(a.https, 8443);
     let mqtts_at = demo_default(a.mqtts, 8883);
     let mqtt_wss_at = demo_default(a.mqtt_wss, 8884);
@@ -334,6 +377,29 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
+        // Every listener is bound before anything is written: a taken port
+        // stops the server before it creates a store, generates an
+        // AccessKey it would show only once, or makes the demo CA.
+        let http = bind_required(http_at, "--http").await?;
+        let mqtt = bind_required(mqtt_at, "--mqtt").await?;
+        let https = bind_optional(https_at, "--https").await?;
+        let mqtts = bind_optional(mqtts_at, "--mqtts").await?;
+        let mqtt_ws = bind_optional(a.mqtt_ws.map(|at| (at, false)), "--mqtt-ws").await?;
+        let mqtt_wss = bind_optional(mqtt_wss_at, "--mqtt-wss").await?;
+        let amqp = bind_optional(a.amqp.map(|at| (at, false)), "--amqp").await?;
+        let amqps = bind_optional(amqps_at, "--amqps").await?;
+        let (tls_files, demo_ca) = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => (Some(TlsFiles::new(cert, key)), None),
+            _ if demo_tls => {
+                let made = thingcall_tls::demo::ensure(&a.data_dir).map_err(|e| e.to_string())?;
+                (Some(made.files), Some(made.ca))
+            }
+            _ => (None, None),
+        };
+        let tls = match tls_files {
+            Some(files) => Some(ServerTls::load(files).map_err(|e| format!("TLS: {e}"))?),
+            None => None,
+        };
         let options = ServerOptions {
             config: ServerConfig {
                 sync_timeout: a.sync_timeout,
@@ -365,22 +431,13 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             Err(e) => {
                 // One line that names what is wrong (the database's host,
                 // never its password); exit 1.
-                eprintln!("error: {}", e.message());
+                note!("error: {}", e.message());
                 return Ok(ExitCode::from(1));
             }
         };
-        let http = bind(a.http, "--http").await?;
-        let mqtt = bind(a.mqtt, "--mqtt").await?;
-        let https = bind_optional(https_at, "--https").await?;
-        let mqtts = bind_optional(mqtts_at, "--mqtts").await?;
-        let mqtt_ws = bind_optional(a.mqtt_ws.map(|at| (at, false)), "--mqtt-ws").await?;
-        let mqtt_wss = bind_optional(mqtt_wss_at, "--mqtt-wss").await?;
-        let amqp = bind_optional(a.amqp.map(|at| (at, false)), "--amqp").await?;
-        let amqps = bind_optional(amqps_at, "--amqps").await?;
-        let addr_of = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
-        let (http_addr, mqtt_addr) = (addr_of(&http)?, addr_of(&mqtt)?);
-        let optional_addr = |l: &Option<tokio::net::TcpListener>| match l {
-            Some(l) => addr_of(l).map(Some),
+        let (http_addr, mqtt_addr) = (http.addr()?, mqtt.addr()?);
+        let optional_addr = |l: &Option<Bound>| match l {
+            Some(l) => l.addr().map(Some),
             None => Ok(None),
         };
         let https_addr = optional_addr(&https)?;
@@ -390,29 +447,32 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
         let amqp_addr = optional_addr(&amqp)?;
         let amqps_addr = optional_addr(&amqps)?;
         say!("thingcall {} serving", env!("CARGO_PKG_VERSION"));
-        say!("  HTTP API     http://{http_addr}/");
+        say!("  HTTP API     http://{http_addr}/{}", moved(Some(&http)));
         if let Some(addr) = https_addr {
-            say!("  HTTPS API    https://{addr}/");
+            say!("  HTTPS API    https://{addr}/{}", moved(https.as_ref()));
         }
         if tls.is_some() {
-            say!("  MQTT devices {mqtt_addr} (plain, or TLS told by the first byte)");
+            say!(
+                "  MQTT devices {mqtt_addr} (plain, or TLS told by the first byte){}",
+                moved(Some(&mqtt))
+            );
         } else {
-            say!("  MQTT devices {mqtt_addr}");
+            say!("  MQTT devices {mqtt_addr}{}", moved(Some(&mqtt)));
         }
         if let Some(addr) = mqtts_addr {
-            say!("  MQTT/TLS     {addr}");
+            say!("  MQTT/TLS     {addr}{}", moved(mqtts.as_ref()));
         }
         if let Some(addr) = mqtt_ws_addr {
             say!("  MQTT/WS      ws://{addr}/mqtt");
         }
         if let Some(addr) = mqtt_wss_addr {
-            say!("  MQTT/WSS     wss://{addr}/mqtt");
+            say!("  MQTT/WSS     wss://{addr}/mqtt{}", moved(mqtt_wss.as_ref()));
         }
         if let Some(addr) = amqp_addr {
             say!("  AMQP         amqp://{addr} (plaintext: development only)");
         }
         if let Some(addr) = amqps_addr {
-            say!("  AMQP/TLS     amqps://{addr}");
+            say!("  AMQP/TLS     amqps://{addr}{}", moved(amqps.as_ref()));
         }
         if let Some(t) = &tls {
             say!(
@@ -430,8 +490,19 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
         if let (Some(c), Some(node)) = (&cluster, server.node_id()) {
             say!("  cluster      node {node} on {}", c.servers_shown());
         }
-        if let Some(k) = server.generated_key() {
-            say!("  generated AccessKey (shown only now, kept in the store):");
+        // The key to show: one generated now (outside the demo, shown only
+        // this once); with --demo and no key given, the store's, so a demo
+        // started again (after a failed first start, say) still prints a
+        // key and a working example.
+        let shown_key = match server.generated_key() {
+            Some(k) => Some((k.clone(), "generated AccessKey (shown only now, kept in the store)")),
+            None if a.demo && a.access_key_id.is_none() => server
+                .stored_access_key()
+                .map(|k| (k, "AccessKey kept in the store (--demo shows it again)")),
+            None => None,
+        };
+        if let Some((k, label)) = &shown_key {
+            say!("  {label}:");
             say!("    AccessKeyId     {}", k.id);
             say!("    AccessKeySecret {}", k.secret.expose());
         }
@@ -479,33 +550,52 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await;
-            say!(
-                "  demo device  {}/{} (secret {})",
-                demo.product_key,
-                demo.device_name,
-                demo.device_secret.expose()
-            );
-            if let Some(line) = demo_curl(
-                http_addr,
-                &demo,
-                a.access_key_id.as_deref(),
-                a.access_key_secret.as_deref(),
-                server.generated_key(),
-                clock.as_ref(),
+            // The device line and the example come once the demo device is
+            // online (the gateway accepts it as soon as the server serves,
+            // below), so the example works when it is run at once; after
+            // 10 s they come anyway.
+            let gateway = server.gateway().cloned();
+            let device = match (
+                thingcall_core::ProductKey::new(demo.product_key.as_str()),
+                thingcall_core::DeviceName::new(demo.device_name.as_str()),
             ) {
-                say!("  try it (signed now: valid for 15 minutes, once):");
-                say!("    {line}");
-            }
+                (Ok(pk), Ok(dn)) => Some(thingcall_transport::DeviceKey::new(pk, dn)),
+                _ => None,
+            };
+            let given = a.access_key_id.clone().zip(a.access_key_secret.clone());
+            let key = shown_key.map(|(k, _)| k);
+            let clock = Arc::clone(&clock);
+            tokio::spawn(async move {
+                use thingcall_transport::Transport as _;
+                if let (Some(g), Some(d)) = (&gateway, &device) {
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    while !g.is_online(d) && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                say!(
+                    "  demo device  {}/{} (secret {})",
+                    demo.product_key,
+                    demo.device_name,
+                    demo.device_secret.expose()
+                );
+                if let Some(line) = demo_curl(http_addr, &demo, given, key.as_ref(), clock.as_ref())
+                {
+                    say!("  try it (signed now: valid for 15 minutes, once):");
+                    say!("    {line}");
+                }
+            });
         }
+        let listener = |b: Option<Bound>| b.map(|b| b.listener);
         let listeners = Listeners {
-            http,
-            https,
-            mqtt,
-            mqtts,
-            mqtt_ws,
-            mqtt_wss,
-            amqp,
-            amqps,
+            http: http.listener,
+            https: listener(https),
+            mqtt: mqtt.listener,
+            mqtts: listener(mqtts),
+            mqtt_ws: listener(mqtt_ws),
+            mqtt_wss: listener(mqtt_wss),
+            amqp: listener(amqp),
+            amqps: listener(amqps),
             tls,
         };
         server
@@ -531,15 +621,14 @@ fn init_logging() {
 fn demo_curl(
     http: SocketAddr,
     demo: &thingcall_server::Demo,
-    id: Option<&str>,
-    secret: Option<&str>,
-    generated: Option<&thingcall_server::GeneratedKey>,
+    given: Option<(String, String)>,
+    key: Option<&thingcall_server::GeneratedKey>,
     clock: &dyn Clock,
 ) -> Option<String> {
-    let (id, secret) = match (id, secret, generated) {
-        (Some(i), Some(s), _) => (i.to_owned(), s.to_owned()),
-        (_, _, Some(g)) => (g.id.clone(), g.secret.expose().to_owned()),
-        _ => return None,
+    let (id, secret) = match (given, key) {
+        (Some(given), _) => given,
+        (None, Some(g)) => (g.id.clone(), g.secret.expose().to_owned()),
+        (None, None) => return None,
     };
     let now = clock.now();
     let nonce = format!("demo-{}", now.get());
