@@ -63,34 +63,18 @@ pub struct Received {
     pub delivery_count: u32,
 }
 
-/// A TLS client configuration: the CA certificates in `ca_file`, or the
-/// Mozilla roots.
-pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            use rustls::pki_types::CertificateDer;
-            use rustls::pki_types::pem::PemObject;
-            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("{}: no CERTIFICATE block", path.display()));
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+/// A TLS client configuration: only the CA certificates in `ca_file` (a
+/// self-hosted server's CA), or else Mozilla's public roots (Alibaba's
+/// endpoint).
+pub fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, thingcall_tls::TlsError> {
+    use thingcall_tls::client::Trust;
+    let trust = match ca_file {
+        Some(path) => Trust::only().with_ca_file(path)?,
+        None => Trust::public(),
+    };
+    trust.client_config()
 }
 
 fn string_property(
@@ -152,7 +136,7 @@ pub async fn subscribe(
     let mut conn = if secure {
         let config = match &to.tls {
             Some(c) => Arc::clone(c),
-            None => tls_config(None)?,
+            None => tls_config(None).map_err(|e| e.to_string())?,
         };
         let name = rustls::pki_types::ServerName::try_from(host.to_owned())
             .map_err(|e| format!("{host}: {e}"))?;

@@ -43,6 +43,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use thingcall_core::{Clock, UnixMillis};
+use thingcall_tls::client::Trust;
 use thingcall_wire::{Action, Decoded, Format, decode_gateway_error, decode_response};
 
 pub use credentials::Credentials;
@@ -234,26 +235,25 @@ impl ClientBuilder {
     /// Builds the client, resolving credentials.
     pub fn build(self) -> Result<Client, Error> {
         let credentials = Credentials::resolve(self.credentials)?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots());
-        let mut extra = self.extra_roots;
+        // The public roots (Alibaba's endpoints), and besides them any CA
+        // the caller named (a self-hosted server's).
+        let mut trust = Trust::public();
+        for der in self.extra_roots {
+            trust = trust.with_der(der);
+        }
         if !self.ca_file_given
             && !self.insecure
             && let Some(path) = std::env::var_os(CA_BUNDLE_ENV).filter(|p| !p.is_empty())
         {
-            extra.extend(read_ca_file(std::path::Path::new(&path))?);
+            trust = trust
+                .with_ca_file(std::path::Path::new(&path))
+                .map_err(|e| Error::config(format!("CA file: {e}")))?;
         }
-        for der in extra {
-            roots
-                .add(rustls::pki_types::CertificateDer::from(der))
-                .map_err(|e| Error::config(format!("bad root certificate: {e}")))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::config(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = Arc::unwrap_or_clone(
+            trust
+                .client_config()
+                .map_err(|e| Error::config(e.to_string()))?,
+        );
         let tls = if self.insecure {
             tracing::warn!("TLS certificate checking is OFF for this client");
             insecure::disable_verification(tls)
@@ -308,24 +308,9 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub const CA_BUNDLE_ENV: &str = "ALIBABA_CLOUD_CA_BUNDLE";
 
 fn read_ca_file(path: &std::path::Path) -> Result<Vec<Vec<u8>>, Error> {
-    use rustls::pki_types::pem::PemObject as _;
-    let pem = std::fs::read(path)
-        .map_err(|e| Error::config(format!("CA file {}: {e}", path.display())))?;
-    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-        .map(|c| c.map(|c| c.to_vec()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::config(format!("CA file {}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(Error::config(format!(
-            "CA file {}: no CERTIFICATE block",
-            path.display()
-        )));
-    }
-    Ok(certs)
-}
-
-fn webpki_roots() -> impl Iterator<Item = rustls::pki_types::TrustAnchor<'static>> {
-    webpki_roots::TLS_SERVER_ROOTS.iter().cloned()
+    let certs = thingcall_tls::client::read_ca_file(path)
+        .map_err(|e| Error::config(format!("CA file: {e}")))?;
+    Ok(certs.into_iter().map(|c| c.to_vec()).collect())
 }
 
 /// The client. Cheap to clone; clones share connections.

@@ -14,7 +14,7 @@ use thingcall_transport::DeviceKey;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::ws::{self, WsStream};
 
@@ -122,28 +122,18 @@ pub struct Transport {
     pub websocket: bool,
 }
 
-/// A TLS client configuration that trusts the CA certificates in a PEM
-/// file (a test or demo CA: `thingcall serve --demo` writes `ca.pem`).
+/// A TLS client configuration that trusts only the CA certificates in a
+/// PEM file (a test or demo CA: `thingcall serve --demo` writes `ca.pem`).
 pub fn tls_trusting(ca_pem: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    let bad = |e: String| ClientError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
-    let pem = std::fs::read(ca_pem).map_err(|e| bad(format!("{}: {e}", ca_pem.display())))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| bad(format!("{}: {e}", ca_pem.display())))?;
-        roots
-            .add(cert)
-            .map_err(|e| bad(format!("{}: {e}", ca_pem.display())))?;
-    }
-    if roots.is_empty() {
-        return Err(bad(format!("{}: no CERTIFICATE block", ca_pem.display())));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    thingcall_tls::client::Trust::only()
+        .with_ca_file(ca_pem)
+        .and_then(|t| t.client_config())
+        .map_err(|e| {
+            ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            ))
+        })
 }
 
 /// The host part of `host:port` (brackets of an IPv6 literal removed).

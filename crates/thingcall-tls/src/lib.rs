@@ -10,6 +10,8 @@
 //! Key material never appears in errors, logs or `Debug` output: errors name
 //! the file and what is wrong with it.
 
+pub mod client;
+#[cfg(feature = "demo")]
 pub mod demo;
 
 use std::fmt;
@@ -69,6 +71,9 @@ pub enum TlsError {
     },
     /// A demo certificate could not be generated or written.
     Generate(String),
+    /// A client configuration could not be made (nothing to trust, an
+    /// unusable certificate).
+    Config(String),
 }
 
 impl fmt::Display for TlsError {
@@ -77,6 +82,7 @@ impl fmt::Display for TlsError {
             TlsError::Read { path, error } => write!(f, "cannot read {}: {error}", path.display()),
             TlsError::Invalid { path, reason } => write!(f, "{}: {reason}", path.display()),
             TlsError::Generate(reason) => write!(f, "cannot make the demo certificate: {reason}"),
+            TlsError::Config(reason) => write!(f, "TLS client: {reason}"),
         }
     }
 }
@@ -323,5 +329,7 @@ where
     }
 }
 
+// The tests make certificates with the demo CA.
 #[cfg(test)]
+#[cfg(feature = "demo")]
 mod tests;
