@@ -56,6 +56,25 @@ pub struct ServerConfig {
     pub max_http_connections: usize,
     /// How long an HTTPS handshake may take.
     pub tls_handshake_timeout: Duration,
+    /// How long a request's head may take to arrive, counted from the
+    /// connection's start or the end of its previous response: it also
+    /// bounds how long a keep-alive connection may stay idle (30 s).
+    pub header_timeout: Duration,
+    /// A request body's allowance: it must arrive within this time plus
+    /// one second for every [`ServerConfig::body_min_rate`] bytes received
+    /// so far (10 s); a body that falls behind is answered 408
+    /// `RequestTimeout` and its connection closed.
+    pub body_timeout: Duration,
+    /// The rate, in bytes per second, below which a body falls behind its
+    /// allowance (8 KiB/s).
+    pub body_min_rate: u32,
+    /// Bytes of request bodies held at once, over every connection, before
+    /// their signature is verified (64 MiB); a body that finds it spent is
+    /// answered 503 `ServiceUnavailable` at once. At least `max_body`.
+    pub unverified_body_budget: usize,
+    /// How long a response write may wait for a client that does not read
+    /// before its connection is closed (30 s).
+    pub write_timeout: Duration,
     /// Server-side subscription: delivery and the AMQP endpoint's limits.
     pub amqp: thingcall_amqp::AmqpConfig,
 }
@@ -70,6 +89,11 @@ impl Default for ServerConfig {
             region: "cn-shanghai".to_owned(),
             max_http_connections: 16 * 1024,
             tls_handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            body_min_rate: 8 * 1024,
+            unverified_body_budget: 64 * 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
             amqp: thingcall_amqp::AmqpConfig::default(),
         }
     }
