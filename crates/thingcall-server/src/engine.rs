@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 use crate::catalog::{
     Applied, Catalog, SharedCatalog, Unpublished, Unresolved, compile_published, read, write,
 };
+use crate::gate::MirrorGate;
 use crate::ids::MessageIds;
 use crate::metrics::Metrics;
 use crate::store::{
@@ -267,6 +268,7 @@ impl Engine {
     }
 
     /// Runs one `InvokeThingService` call.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn invoke(
         &self,
         device: &Device,
@@ -274,6 +276,22 @@ impl Engine {
         args: &str,
         qos: Qos,
     ) -> Result<Invoked, ApiError> {
+        self.invoke_gated(device, identifier, args, qos, &mut MirrorGate::default())
+            .await
+    }
+
+    /// Runs one `InvokeThingService` call holding a cluster node's request
+    /// gate while it reads the mirror, and letting it go before it waits
+    /// for the device (`gate.rs`).
+    pub(crate) async fn invoke_gated(
+        &self,
+        device: &Device,
+        identifier: &Identifier,
+        args: &str,
+        qos: Qos,
+        gate: &mut MirrorGate,
+    ) -> Result<Invoked, ApiError> {
+        gate.hold().await;
         if !device.enabled {
             return Err(ApiError::with_detail(
                 ErrorCode::InvokeThingServiceFailed,
@@ -289,6 +307,7 @@ impl Engine {
             return Err(ApiError::new(ErrorCode::InactiveDevice));
         }
         let call_type = service.call_type();
+        gate.release();
         if call_type == CallType::Sync && !self.transport.reachable(&key).await {
             return Err(ApiError::new(ErrorCode::Offline));
         }
@@ -485,6 +504,7 @@ impl Engine {
         identifier: &Identifier,
         args: &str,
         qos: Qos,
+        gate: &mut MirrorGate,
     ) -> Result<(), ApiError> {
         for d in devices {
             if d.activated_ms.is_none() {
@@ -513,7 +533,7 @@ impl Engine {
             }
         }
         for d in devices {
-            self.invoke(d, identifier, args, qos).await?;
+            self.invoke_gated(d, identifier, args, qos, gate).await?;
         }
         Ok(())
     }

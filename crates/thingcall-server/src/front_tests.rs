@@ -30,6 +30,7 @@ async fn front(name: &str, config: ServerConfig) -> Arc<http::Front> {
     Arc::new(http::Front {
         engine: Arc::clone(&server.state),
         budget,
+        logins: None,
     })
 }
 

@@ -29,8 +29,9 @@ use thingcall_wire::{
 use crate::actions;
 use crate::catalog::CatalogKeys;
 use crate::engine::{Engine, ServerConfig, store_error};
+use crate::gate::MirrorGate;
 use crate::ids::request_id;
-use crate::limits::{BodyBudget, HeldBytes};
+use crate::limits::{BodyBudget, HeldBytes, LoginChecks};
 
 /// What every connection of the HTTP front shares.
 pub(crate) struct Front {
@@ -38,6 +39,8 @@ pub(crate) struct Front {
     pub(crate) engine: Arc<Engine>,
     /// The bytes of bodies held before their signature is verified.
     pub(crate) budget: BodyBudget,
+    /// On a cluster node, its device logins' checks (for `/metrics`).
+    pub(crate) logins: Option<Arc<LoginChecks>>,
 }
 
 fn respond(status: u16, format: Format, body: String) -> Response<Full<Bytes>> {
@@ -110,6 +113,9 @@ pub(crate) async fn handle(
         };
         let mut body = body;
         front.budget.render(&mut body);
+        if let Some(logins) = &front.logins {
+            logins.render(&mut body);
+        }
         let body = match &state.node_id {
             Some(node) => crate::metrics::label_node(&body, node),
             None => body,
@@ -322,11 +328,11 @@ async fn serve(
     } = parsed;
     let action_ref = Some(action.as_str());
 
-    // In a cluster, nothing is answered from a mirror that is catching up.
-    let _gate = match &state.gate {
-        Some(gate) => Some(gate.read().await),
-        None => None,
-    };
+    // In a cluster, nothing is answered from a mirror that is catching up:
+    // the gate is held while the request reads the mirror (its AccessKey
+    // here, its device and model in the action), not while it waits.
+    let mut gate = MirrorGate::new(state.gate.clone());
+    gate.hold().await;
     // Signature (the order inside follows the spec digest §2.7).
     let now = state.now();
     let verified = if v3 {
@@ -355,6 +361,7 @@ async fn serve(
         )
     };
     let verified = verified.map_err(|e| fail(action_ref, format, e))?;
+    gate.release();
     if let Some(shared) = &state.shared_nonces {
         // This node has not seen the nonce; has any other?
         let digest = nonce_digest(&verified.access_key_id, &verified.nonce);
@@ -380,7 +387,8 @@ async fn serve(
     drop(held);
     let request = ApiRequest::parse(&action, &params).map_err(|e| fail(action_ref, format, e))?;
     let action_name = request.action();
-    match actions::dispatch(state, request, format, rid).await {
+    gate.hold().await;
+    match actions::dispatch_gated(state, request, format, rid, &mut gate).await {
         Ok(body) => Ok((action_name.to_owned(), format, body)),
         Err(e) => Err(fail(Some(action_name), format, e)),
     }

@@ -14,6 +14,7 @@ mod engine;
 mod events;
 #[doc(hidden)]
 pub mod fuzzing;
+mod gate;
 mod http;
 mod ids;
 mod limits;
@@ -198,6 +199,7 @@ impl Server {
         let (catalog, last_message_id) = engine::load_catalog(store.as_ref()).await?;
         catalog::write(&catalog).set_log_base(applied);
         let models = Arc::new(thingcall_tsl::ModelCache::new());
+        let logins = Arc::new(limits::LoginChecks::new());
         let gateway = Gateway::new(
             options.gateway,
             Arc::new(cluster::StoreCheckedRegistry {
@@ -206,6 +208,7 @@ impl Server {
                     models: Arc::clone(&models),
                 },
                 store: Arc::clone(&store),
+                checks: Arc::clone(&logins),
             }),
             Arc::clone(&clock),
         );
@@ -224,6 +227,7 @@ impl Server {
             Arc::clone(&clock),
             applied,
             options.config.sync_timeout,
+            logins,
         );
         let mut engine = Engine::assemble(
             options.config,
@@ -496,6 +500,7 @@ impl Server {
         let front = Arc::new(http::Front {
             engine: Arc::clone(&self.state),
             budget: limits::BodyBudget::new(self.state.config.unverified_body_budget),
+            logins: self.cluster.as_ref().map(|c| Arc::clone(&c.logins)),
         });
 
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();

@@ -1,13 +1,14 @@
 //! What a caller without credentials can make the server hold, in numbers
 //! that every connection shares: the byte budget of request bodies read
-//! before their signature is verified (`http.rs`), counted in `/metrics`;
-//! docs/security/strangers.md has the whole list.
+//! before their signature is verified (`http.rs`), and, on a cluster node,
+//! the store checks of device logins (`cluster/logins.rs`). Both are
+//! counted in `/metrics`; docs/security/strangers.md has the whole list.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, watch};
 
 /// The bytes of request bodies held before their signature is verified,
 /// over every connection. A body takes its bytes as they arrive and gives
@@ -73,6 +74,106 @@ impl BodyBudget {
                 "thingcall_http_unverified_body_bytes{{kind=\"{kind}\"}} {n}"
             );
         }
+    }
+}
+
+/// Store checks of device logins that one cluster node runs at once. A
+/// login reaches the store only after its password verified against the
+/// mirror, so only a caller that holds a device secret can spend these;
+/// four keep logins to a quarter of the store's pool of 16 connections.
+pub(crate) const LOGIN_STORE_CHECKS: usize = 4;
+
+/// How a login on a cluster node was checked, one counter each.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LoginCheck {
+    /// Refused from the mirror, without a query: a wrong password, or a
+    /// device the mirror does not know (after waiting for it to catch up).
+    RefusedByMirror,
+    /// A device the mirror did not know, waited for until the mirror heard
+    /// of it or the wait ran out.
+    WaitedForMirror,
+    /// Verified against the mirror, then read from the store.
+    Store,
+    /// Verified against the mirror; every store check was busy for the
+    /// whole wait, so the mirror answered.
+    StoreBusy,
+    /// Verified against the mirror; the store failed, so the mirror
+    /// answered.
+    StoreFailed,
+}
+
+const LOGIN_CHECK_NAMES: [&str; 5] = [
+    "refused_by_mirror",
+    "waited_for_mirror",
+    "store",
+    "store_busy",
+    "store_failed",
+];
+
+/// The login checks of one cluster node: the bound on store checks, what
+/// each login cost, and a signal that the mirror applied changes it read
+/// from the registry log (a login for a device the mirror does not know
+/// waits for it, instead of asking the store).
+pub(crate) struct LoginChecks {
+    store_checks: Semaphore,
+    counts: [AtomicU64; 5],
+    mirror_moved: watch::Sender<u64>,
+}
+
+impl LoginChecks {
+    /// No login checked yet.
+    pub(crate) fn new() -> LoginChecks {
+        LoginChecks {
+            store_checks: Semaphore::new(LOGIN_STORE_CHECKS),
+            counts: Default::default(),
+            mirror_moved: watch::channel(0).0,
+        }
+    }
+
+    /// Counts one login check.
+    pub(crate) fn count(&self, check: LoginCheck) {
+        self.counts[check as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A store check's permit, waiting at most `wait` for one.
+    pub(crate) async fn store_check(
+        &self,
+        wait: std::time::Duration,
+    ) -> Option<SemaphorePermit<'_>> {
+        tokio::time::timeout(wait, self.store_checks.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    /// Says that the mirror applied changes read from the registry log.
+    pub(crate) fn mirror_moved(&self) {
+        self.mirror_moved.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Hears every [`LoginChecks::mirror_moved`] from now on.
+    pub(crate) fn watch_mirror(&self) -> watch::Receiver<u64> {
+        self.mirror_moved.subscribe()
+    }
+
+    /// Prometheus text.
+    pub(crate) fn render(&self, out: &mut String) {
+        out.push_str("# HELP thingcall_login_checks_total Device logins on this cluster node, by how they were checked (only logins whose password verified against the mirror reach the store).\n");
+        out.push_str("# TYPE thingcall_login_checks_total counter\n");
+        for (name, n) in LOGIN_CHECK_NAMES.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "thingcall_login_checks_total{{check=\"{name}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP thingcall_login_store_checks_in_flight Store checks of device logins running now (at most 4).\n");
+        out.push_str("# TYPE thingcall_login_store_checks_in_flight gauge\n");
+        let _ = writeln!(
+            out,
+            "thingcall_login_store_checks_in_flight {}",
+            LOGIN_STORE_CHECKS.saturating_sub(self.store_checks.available_permits())
+        );
     }
 }
 

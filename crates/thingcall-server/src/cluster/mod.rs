@@ -286,6 +286,8 @@ pub(crate) struct Cluster {
     /// changes made between loading the registry and listening are applied
     /// before the first request is answered.
     starting: Mutex<Option<tokio::sync::OwnedRwLockWriteGuard<()>>>,
+    /// Device logins' checks: told each time a catch-up applied changes.
+    pub(crate) logins: Arc<crate::limits::LoginChecks>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -309,6 +311,7 @@ impl Cluster {
         clock: Arc<dyn Clock>,
         applied: i64,
         sync_timeout: Duration,
+        logins: Arc<crate::limits::LoginChecks>,
     ) -> Arc<Cluster> {
         // Subscribed now, before the gateway accepts anyone: no event lost.
         let gateway_events = gateway.subscribe();
@@ -334,6 +337,7 @@ impl Cluster {
             applied: tokio::sync::Mutex::new(applied),
             gate,
             starting: Mutex::new(starting),
+            logins,
         })
     }
 
@@ -963,6 +967,9 @@ impl Cluster {
             }
             tracing::debug!(changes = changes.len(), last, "registry changes applied");
             *applied = last;
+            // A login waiting for a device the mirror did not know looks
+            // again.
+            self.logins.mirror_moved();
         }
     }
 
