@@ -120,8 +120,9 @@ pub(crate) struct Engine {
     /// In a cluster: the nonces every node shares (checked after this
     /// node's own, for requests whose signature checked out).
     pub(crate) shared_nonces: Option<Arc<dyn crate::store::SharedNonces>>,
-    /// In a cluster: requests hold it shared; a node that lost the
-    /// registry's change notices holds it alone while it catches up.
+    /// In a cluster: requests hold it shared while they read the mirror
+    /// (`gate.rs`); a node that lost the registry's change notices holds
+    /// it alone while it catches up.
     pub(crate) gate: Option<Arc<tokio::sync::RwLock<()>>>,
     /// In a cluster: this node's id (a label on every metric).
     pub(crate) node_id: Option<String>,

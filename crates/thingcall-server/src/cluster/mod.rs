@@ -20,7 +20,11 @@
 //!   in the transaction that makes it and sends a `NOTIFY`; every node
 //!   listens, and re-reads what the log names after the last entry it
 //!   applied (on start-up, on every notice, after a lost connection), in
-//!   order. Requests wait while a node catches up after a lost connection.
+//!   order. Requests that read the mirror wait while a node catches up
+//!   after a lost connection (`gate.rs`); one that waits for its device
+//!   has let the gate go. Device logins are checked against the mirror
+//!   first and, once the password verified, against the store
+//!   (`logins.rs`).
 //! * **Presence for status.** Nodes publish their devices' presence and a
 //!   heartbeat; `GetDeviceStatus` on any node tells the truth, and a node
 //!   unheard for 6 s has its devices shown offline.
@@ -279,8 +283,9 @@ pub(crate) struct Cluster {
     served: Mutex<HashMap<DeviceKey, tokio::task::AbortHandle>>,
     /// The registry log's last entry applied here; held while catching up.
     applied: tokio::sync::Mutex<i64>,
-    /// Requests hold it shared; a catch-up after a lost connection holds it
-    /// alone, so no request is answered from a stale mirror.
+    /// Requests hold it shared while they read the mirror (`gate.rs`); a
+    /// catch-up after a lost connection holds it alone, so no request is
+    /// answered from a stale mirror.
     pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
     /// Held from start-up until the registry listener's first catch-up:
     /// changes made between loading the registry and listening are applied
