@@ -42,6 +42,22 @@ pub trait DeviceRegistry: Send + Sync {
     /// Looks a device up.
     async fn lookup(&self, device: &DeviceKey) -> Result<DeviceLookup, RegistryError>;
 
+    /// Looks a device up for a login; `proves` tells whether the login's
+    /// password was signed with a given secret. The session checks the
+    /// password against the secret returned, whatever this does. The
+    /// default is [`DeviceRegistry::lookup`]; a registry whose lookups are
+    /// costly (a cluster node reads the store) checks `proves` against a
+    /// cheap copy first, so that only a login that proves its secret costs
+    /// a lookup, and a flood of wrong passwords costs nothing.
+    async fn lookup_login(
+        &self,
+        device: &DeviceKey,
+        proves: &(dyn for<'s> Fn(&'s Secret) -> bool + Send + Sync),
+    ) -> Result<DeviceLookup, RegistryError> {
+        let _ = proves;
+        self.lookup(device).await
+    }
+
     /// The product's published thing model, against which the gateway
     /// checks what devices post (properties, events). None: no model is
     /// published (the default).

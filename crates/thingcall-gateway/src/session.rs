@@ -11,7 +11,7 @@ use rumqttc::mqttbytes::v4::{
     SubscribeReasonCode, UnsubAck, Unsubscribe,
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
-use thingcall_core::{AlinkReply, DeviceName, ProductKey, Topic, UnixMillis};
+use thingcall_core::{AlinkReply, DeviceName, ProductKey, Secret, Topic, UnixMillis};
 use thingcall_sign::device::{MqttClientId, parse_username, verify_password};
 use thingcall_transport::{
     DeviceKey, DeviceReply, PostEvent, PresenceEvent, ReplyVia, TransportEvent,
@@ -307,7 +307,10 @@ async fn authenticate(
         (Ok(p), Ok(d)) => DeviceKey::new(p, d),
         _ => return Err(ConnectReturnCode::BadUserNamePassword),
     };
-    let (secret, enabled) = match inner.registry.lookup(&device).await {
+    let proves = |secret: &Secret| {
+        verify_password(&client_id, dn, pk, secret.expose(), &login.password).unwrap_or(false)
+    };
+    let (secret, enabled) = match inner.registry.lookup_login(&device, &proves).await {
         Ok(DeviceLookup::Found { secret, enabled }) => (secret, enabled),
         Ok(DeviceLookup::Unknown) => return Err(ConnectReturnCode::BadUserNamePassword),
         Ok(DeviceLookup::Deleted) => return Err(ConnectReturnCode::NotAuthorized),
@@ -316,8 +319,7 @@ async fn authenticate(
             return Err(ConnectReturnCode::ServiceUnavailable);
         }
     };
-    let ok = verify_password(&client_id, dn, pk, secret.expose(), &login.password).unwrap_or(false);
-    if !ok {
+    if !proves(&secret) {
         return Err(ConnectReturnCode::BadUserNamePassword);
     }
     if let Some(window) = cfg.timestamp_window

@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 use crate::catalog::{
     Applied, Catalog, SharedCatalog, Unpublished, Unresolved, compile_published, read, write,
 };
+use crate::gate::MirrorGate;
 use crate::ids::MessageIds;
 use crate::metrics::Metrics;
 use crate::store::{
@@ -56,6 +57,25 @@ pub struct ServerConfig {
     pub max_http_connections: usize,
     /// How long an HTTPS handshake may take.
     pub tls_handshake_timeout: Duration,
+    /// How long a request's head may take to arrive, counted from the
+    /// connection's start or the end of its previous response: it also
+    /// bounds how long a keep-alive connection may stay idle (30 s).
+    pub header_timeout: Duration,
+    /// A request body's allowance: it must arrive within this time plus
+    /// one second for every [`ServerConfig::body_min_rate`] bytes received
+    /// so far (10 s); a body that falls behind is answered 408
+    /// `RequestTimeout` and its connection closed.
+    pub body_timeout: Duration,
+    /// The rate, in bytes per second, below which a body falls behind its
+    /// allowance (8 KiB/s).
+    pub body_min_rate: u32,
+    /// Bytes of request bodies held at once, over every connection, before
+    /// their signature is verified (64 MiB); a body that finds it spent is
+    /// answered 503 `ServiceUnavailable` at once. At least `max_body`.
+    pub unverified_body_budget: usize,
+    /// How long a response write may wait for a client that does not read
+    /// before its connection is closed (30 s).
+    pub write_timeout: Duration,
     /// Server-side subscription: delivery and the AMQP endpoint's limits.
     pub amqp: thingcall_amqp::AmqpConfig,
 }
@@ -70,6 +90,11 @@ impl Default for ServerConfig {
             region: "cn-shanghai".to_owned(),
             max_http_connections: 16 * 1024,
             tls_handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            body_min_rate: 8 * 1024,
+            unverified_body_budget: 64 * 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
             amqp: thingcall_amqp::AmqpConfig::default(),
         }
     }
@@ -95,8 +120,9 @@ pub(crate) struct Engine {
     /// In a cluster: the nonces every node shares (checked after this
     /// node's own, for requests whose signature checked out).
     pub(crate) shared_nonces: Option<Arc<dyn crate::store::SharedNonces>>,
-    /// In a cluster: requests hold it shared; a node that lost the
-    /// registry's change notices holds it alone while it catches up.
+    /// In a cluster: requests hold it shared while they read the mirror
+    /// (`gate.rs`); a node that lost the registry's change notices holds
+    /// it alone while it catches up.
     pub(crate) gate: Option<Arc<tokio::sync::RwLock<()>>>,
     /// In a cluster: this node's id (a label on every metric).
     pub(crate) node_id: Option<String>,
@@ -243,6 +269,7 @@ impl Engine {
     }
 
     /// Runs one `InvokeThingService` call.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn invoke(
         &self,
         device: &Device,
@@ -250,6 +277,22 @@ impl Engine {
         args: &str,
         qos: Qos,
     ) -> Result<Invoked, ApiError> {
+        self.invoke_gated(device, identifier, args, qos, &mut MirrorGate::default())
+            .await
+    }
+
+    /// Runs one `InvokeThingService` call holding a cluster node's request
+    /// gate while it reads the mirror, and letting it go before it waits
+    /// for the device (`gate.rs`).
+    pub(crate) async fn invoke_gated(
+        &self,
+        device: &Device,
+        identifier: &Identifier,
+        args: &str,
+        qos: Qos,
+        gate: &mut MirrorGate,
+    ) -> Result<Invoked, ApiError> {
+        gate.hold().await;
         if !device.enabled {
             return Err(ApiError::with_detail(
                 ErrorCode::InvokeThingServiceFailed,
@@ -265,6 +308,7 @@ impl Engine {
             return Err(ApiError::new(ErrorCode::InactiveDevice));
         }
         let call_type = service.call_type();
+        gate.release();
         if call_type == CallType::Sync && !self.transport.reachable(&key).await {
             return Err(ApiError::new(ErrorCode::Offline));
         }
@@ -461,6 +505,7 @@ impl Engine {
         identifier: &Identifier,
         args: &str,
         qos: Qos,
+        gate: &mut MirrorGate,
     ) -> Result<(), ApiError> {
         for d in devices {
             if d.activated_ms.is_none() {
@@ -489,7 +534,7 @@ impl Engine {
             }
         }
         for d in devices {
-            self.invoke(d, identifier, args, qos).await?;
+            self.invoke_gated(d, identifier, args, qos, gate).await?;
         }
         Ok(())
     }

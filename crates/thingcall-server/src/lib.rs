@@ -14,8 +14,10 @@ mod engine;
 mod events;
 #[doc(hidden)]
 pub mod fuzzing;
+mod gate;
 mod http;
 mod ids;
+mod limits;
 mod metrics;
 mod store;
 mod subscribe;
@@ -197,6 +199,7 @@ impl Server {
         let (catalog, last_message_id) = engine::load_catalog(store.as_ref()).await?;
         catalog::write(&catalog).set_log_base(applied);
         let models = Arc::new(thingcall_tsl::ModelCache::new());
+        let logins = Arc::new(limits::LoginChecks::new());
         let gateway = Gateway::new(
             options.gateway,
             Arc::new(cluster::StoreCheckedRegistry {
@@ -205,6 +208,7 @@ impl Server {
                     models: Arc::clone(&models),
                 },
                 store: Arc::clone(&store),
+                checks: Arc::clone(&logins),
             }),
             Arc::clone(&clock),
         );
@@ -223,6 +227,7 @@ impl Server {
             Arc::clone(&clock),
             applied,
             options.config.sync_timeout,
+            logins,
         );
         let mut engine = Engine::assemble(
             options.config,
@@ -507,6 +512,11 @@ impl Server {
         let http_slots = Arc::new(tokio::sync::Semaphore::new(
             self.state.config.max_http_connections,
         ));
+        let front = Arc::new(http::Front {
+            engine: Arc::clone(&self.state),
+            budget: limits::BodyBudget::new(self.state.config.unverified_body_budget),
+            logins: self.cluster.as_ref().map(|c| Arc::clone(&c.logins)),
+        });
 
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
@@ -540,17 +550,17 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let state = Arc::clone(&self.state);
+            let front = Arc::clone(&front);
             let watcher = graceful.watcher();
             let acceptor = if secure { https_acceptor.clone() } else { None };
             tokio::spawn(async move {
                 let _slot = slot;
                 match acceptor {
-                    None => serve_http(state, TokioIo::new(stream), watcher).await,
+                    None => serve_http(front, stream, watcher).await,
                     Some(a) => match thingcall_tls::accept(&a, stream, handshake_limit).await {
-                        Ok(tls) => serve_http(state, TokioIo::new(tls), watcher).await,
+                        Ok(tls) => serve_http(front, tls, watcher).await,
                         Err(e) => {
-                            state.metrics.https_handshake_failed();
+                            front.engine.metrics.https_handshake_failed();
                             tracing::info!(%addr, error = %e, "HTTPS handshake failed; closing");
                         }
                     },
@@ -675,15 +685,27 @@ async fn accept_if(
 }
 
 /// Serves the HTTP API on one connection (plain or TLS) until it ends or
-/// the server drains.
-async fn serve_http<I>(state: Arc<Engine>, io: I, watcher: hyper_util::server::graceful::Watcher)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+/// the server drains. Every wait on the client has a deadline: a request's
+/// head `header_timeout` (hyper restarts it after each response, so it
+/// bounds an idle keep-alive connection too), its body its allowance
+/// (`http.rs`), and a write that the client does not read `write_timeout`
+/// (hyper has no write deadline of its own; `tokio-io-timeout` adds one).
+async fn serve_http<S>(
+    front: Arc<http::Front>,
+    stream: S,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let service = service_fn(move |req| http::handle(Arc::clone(&state), req));
+    let config = &front.engine.config;
+    let header_timeout = config.header_timeout;
+    let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(config.write_timeout));
+    let io = TokioIo::new(Box::pin(stream));
+    let service = service_fn(move |req| http::handle(Arc::clone(&front), req));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(header_timeout)
         .serve_connection(io, service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
@@ -854,6 +876,9 @@ impl Clock for SystemClock {
         thingcall_core::UnixMillis::new(ms)
     }
 }
+
+#[cfg(test)]
+mod front_tests;
 
 /// The README example, compiled as a doctest.
 #[cfg(doctest)]

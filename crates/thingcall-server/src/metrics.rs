@@ -32,6 +32,8 @@ pub(crate) struct Metrics {
     rejected_replies: Mutex<BTreeMap<&'static str, u64>>,
     http_over_limit: AtomicU64,
     https_handshakes_failed: AtomicU64,
+    http_body_timeouts: AtomicU64,
+    http_body_over_budget: AtomicU64,
 }
 
 impl Metrics {
@@ -77,6 +79,16 @@ impl Metrics {
     /// One HTTPS handshake that failed or did not finish in time.
     pub(crate) fn https_handshake_failed(&self) {
         self.https_handshakes_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One request body that fell behind its deadline (answered 408).
+    pub(crate) fn http_body_timed_out(&self) {
+        self.http_body_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One request body refused: the budget of unverified bytes was spent.
+    pub(crate) fn http_body_over_budget(&self) {
+        self.http_body_over_budget.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus exposition.
@@ -158,11 +170,15 @@ impl Metrics {
             "thingcall_record_copy_failures_total {}",
             records.failed_copies
         );
-        out.push_str("# HELP thingcall_http_events_total HTTP connections refused, by reason.\n");
+        out.push_str(
+            "# HELP thingcall_http_events_total HTTP connections and request bodies refused, by reason.\n",
+        );
         out.push_str("# TYPE thingcall_http_events_total counter\n");
         for (event, n) in [
             ("connections_over_limit", &self.http_over_limit),
             ("tls_handshakes_failed", &self.https_handshakes_failed),
+            ("body_timeouts", &self.http_body_timeouts),
+            ("body_budget_refusals", &self.http_body_over_budget),
         ] {
             let _ = writeln!(
                 out,

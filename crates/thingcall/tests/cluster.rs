@@ -765,3 +765,238 @@ async fn logins_are_checked_against_the_store_on_every_node() {
         assert!(refused.is_err(), "{dn} deleted through A logged in on B");
     }
 }
+
+/// A connection to the cluster's database, as its owner.
+async fn database(c: &Cluster) -> tokio_postgres::Client {
+    let url = std::env::var("THINGCALL_TEST_POSTGRES").unwrap();
+    let db = common::database_name(&c.dir);
+    let url = url
+        .rsplit_once('/')
+        .map_or(url.as_str(), |(b, _)| b)
+        .to_owned()
+        + "/"
+        + &db;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Transactions the cluster's database has counted (every statement a
+/// node runs outside a transaction is one).
+async fn transactions(db: &tokio_postgres::Client) -> i64 {
+    let row = db
+        .query_one(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database
+             WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+/// Reads of the tables a login is checked against (`devices`,
+/// `tombstones`), as the cluster's database counts them.
+async fn login_table_reads(db: &tokio_postgres::Client) -> i64 {
+    let row = db
+        .query_one(
+            "SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0)::bigint
+             FROM pg_stat_user_tables WHERE relname IN ('devices', 'tombstones')",
+            &[],
+        )
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+/// Reads of the login tables once the counts have settled: a backend
+/// reports its statistics when it goes idle, and up to 10 s later when it
+/// reported less than a second before.
+async fn settled_login_table_reads(db: &tokio_postgres::Client) -> i64 {
+    let start = Instant::now();
+    let mut last = login_table_reads(db).await;
+    let mut steady_since = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = login_table_reads(db).await;
+        if now != last {
+            (last, steady_since) = (now, Instant::now());
+        } else if steady_since.elapsed() >= Duration::from_secs(11) {
+            break;
+        }
+    }
+    last
+}
+
+/// One series' value from a node's `/metrics` (0 when absent).
+async fn series(http: &str, name: &str) -> u64 {
+    let text = reqwest_metrics(http).await;
+    let needle = format!("{name} ");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(needle.as_str())
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+/// CONNECT with a password signed with `secret`; the CONNACK's code.
+async fn connack(mqtt: &str, pk: &str, dn: &str, secret: &str) -> ConnectReturnCode {
+    let key = DeviceKey::new(ProductKey::new(pk).unwrap(), DeviceName::new(dn).unwrap());
+    let creds = client::credentials(&key, secret, CredentialOptions::default());
+    let (ack, _r, _w) = client::connect(mqtt, client::connect_packet(&creds, 60, true))
+        .await
+        .unwrap();
+    ack.code
+}
+
+/// A flood of CONNECTs that prove no secret reaches no store: the node
+/// refuses a wrong password from its mirror, and a device its mirror does
+/// not know after waiting for the mirror, not for PostgreSQL. A login
+/// that proves its secret is still checked against the store, so a device
+/// disabled through another node is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_logins_on_a_cluster_node_cost_no_store_query() {
+    let Some(c) = Cluster::start("bad-logins", 2).await else {
+        return;
+    };
+    let (a, b) = (c.node("A"), c.node("B"));
+    let pk = product(&a.http, "BadLogins").await;
+    let (_, secret) = device(&a.http, &pk, "target").await;
+    eventually("known on B", Duration::from_secs(2), || async {
+        status(&b.http, &pk, "target").await == "UNACTIVE"
+    })
+    .await;
+    let db = database(&c).await;
+    let reads_before = settled_login_table_reads(&db).await;
+    let before = transactions(&db).await;
+
+    // 300 wrong passwords for a device B knows, 40 logins of devices
+    // nobody registered, all through B.
+    let started = Instant::now();
+    let mut floods = Vec::new();
+    for _ in 0..10 {
+        let (mqtt, pk) = (b.mqtt.clone(), pk.clone());
+        floods.push(tokio::spawn(async move {
+            for _ in 0..30 {
+                let code = connack(&mqtt, &pk, "target", "not-the-secret").await;
+                assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+            }
+        }));
+    }
+    for i in 0..40 {
+        let (mqtt, pk) = (b.mqtt.clone(), pk.clone());
+        floods.push(tokio::spawn(async move {
+            let code = connack(&mqtt, &pk, &format!("nobody-{i}"), "any").await;
+            assert_eq!(code, ConnectReturnCode::BadUserNamePassword);
+        }));
+    }
+    for f in floods {
+        f.await.unwrap();
+    }
+    eprintln!("340 bad CONNECTs refused in {:?}", started.elapsed());
+    let reads = settled_login_table_reads(&db).await - reads_before;
+    let spent = transactions(&db).await - before;
+    eprintln!(
+        "the database counted {spent} transactions and {reads} reads of the login tables meanwhile"
+    );
+    // One store check per CONNECT would be 340 reads (and as many
+    // transactions); the nodes' own housekeeping reads neither table.
+    assert!(
+        reads < 10,
+        "{reads} reads of the login tables for 340 refused CONNECTs"
+    );
+    assert!(spent < 200, "{spent} transactions for 340 refused CONNECTs");
+    let checks =
+        |check: &str| format!("thingcall_login_checks_total{{node=\"node-B\",check=\"{check}\"}}");
+    assert_eq!(series(&b.http, &checks("refused_by_mirror")).await, 340);
+    assert_eq!(series(&b.http, &checks("store")).await, 0);
+
+    // The right secret logs in, after one store check.
+    let session = login(&b.mqtt, &pk, "target", &secret, true).await;
+    assert!(session.is_ok(), "the device's own secret was refused");
+    assert_eq!(series(&b.http, &checks("store")).await, 1);
+    drop(session);
+    // Disabled through A: refused on B at once, before any change notice.
+    let r = api(
+        &a.http,
+        "DisableThing",
+        &[("ProductKey", &pk), ("DeviceName", "target")],
+    )
+    .await;
+    assert_eq!(r["Success"], true, "{r}");
+    assert_eq!(
+        connack(&b.mqtt, &pk, "target", &secret).await,
+        ConnectReturnCode::NotAuthorized
+    );
+}
+
+/// A sync call that waits 5 s for its device does not hold a catch-up
+/// back: the node lets the request gate go once the call is resolved, so
+/// a catch-up after a lost listener connection takes the gate at once,
+/// and the requests behind it are answered within a fraction of a second,
+/// from a mirror that has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_call_waiting_for_its_device_does_not_stall_a_catch_up() {
+    let Some(c) = Cluster::start("gate", 2).await else {
+        return;
+    };
+    let (a, b) = (c.node("A"), c.node("B"));
+    let pk = product(&a.http, "Gate").await;
+    let (_, secret) = device(&a.http, &pk, "mute").await;
+    // Answers 6 s after each call: after the 5 s budget.
+    let _sim = Sim::start(&b.mqtt, &pk, "mute", &secret, 6000);
+    eventually("online on B", Duration::from_secs(10), || async {
+        status(&b.http, &pk, "mute").await == "ONLINE"
+    })
+    .await;
+
+    let b_http = b.http.clone();
+    let (pk2, started) = (pk.clone(), Instant::now());
+    let call = tokio::spawn(async move { calibrate(&b_http, &pk2, "mute").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Every node's listener connection is cut; each reconnects and catches
+    // up holding its gate alone, while B's call waits for its device.
+    let db = database(&c).await;
+    let cut = db
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut.len(), 2, "one listener per node");
+    device(&a.http, &pk, "while-cut").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut slowest = Duration::ZERO;
+    let mut caught_up = None;
+    while started.elapsed() < Duration::from_millis(2500) {
+        let asked = Instant::now();
+        let now = status(&b.http, &pk, "while-cut").await;
+        slowest = slowest.max(asked.elapsed());
+        if now == "UNACTIVE" && caught_up.is_none() {
+            caught_up = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "requests on B took at most {slowest:?}; B caught up {caught_up:?} after the call began"
+    );
+    assert!(!call.is_finished(), "the sync call should still be waiting");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a request waited {slowest:?}"
+    );
+    assert!(
+        caught_up.is_some(),
+        "B never showed the device registered while cut"
+    );
+    let (r, took) = call.await.unwrap();
+    assert_eq!(r["Code"], "iot.messagebroker.TIMEOUT", "{r}");
+    assert!(took >= Duration::from_secs(5), "{took:?}");
+}

@@ -54,6 +54,8 @@ pub enum ErrorCode {
     InternalError,
     /// `ServiceUnavailable` (HTTP 503, gateway shape).
     ServiceUnavailable,
+    /// `RequestTimeout` (HTTP 408, gateway shape).
+    RequestTimeout,
     /// `UnsupportedOperation` (HTTP 400, gateway shape).
     UnsupportedOperation,
     /// `iot.system.SystemException` (HTTP 200, business shape).
@@ -211,6 +213,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::InternalError,
         ErrorCode::ServiceUnavailable,
+        ErrorCode::RequestTimeout,
         ErrorCode::UnsupportedOperation,
         ErrorCode::SystemException,
         ErrorCode::IllegalRequest,
@@ -303,6 +306,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "Forbidden",
             ErrorCode::InternalError => "InternalError",
             ErrorCode::ServiceUnavailable => "ServiceUnavailable",
+            ErrorCode::RequestTimeout => "RequestTimeout",
             ErrorCode::UnsupportedOperation => "UnsupportedOperation",
             ErrorCode::SystemException => "iot.system.SystemException",
             ErrorCode::IllegalRequest => "iot.system.IllegalRequest",
@@ -396,6 +400,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::InternalError => 500,
             ErrorCode::ServiceUnavailable => 503,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::UnsupportedOperation => 400,
             ErrorCode::SystemException => 200,
             ErrorCode::IllegalRequest => 200,
@@ -489,6 +494,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => ErrorShape::Gateway,
             ErrorCode::InternalError => ErrorShape::Gateway,
             ErrorCode::ServiceUnavailable => ErrorShape::Gateway,
+            ErrorCode::RequestTimeout => ErrorShape::Gateway,
             ErrorCode::UnsupportedOperation => ErrorShape::Gateway,
             ErrorCode::SystemException => ErrorShape::Business,
             ErrorCode::IllegalRequest => ErrorShape::Business,
@@ -582,6 +588,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "User not authorized to operate on the specified resource.",
             ErrorCode::InternalError => "The request processing has failed due to some unknown error, exception or failure.",
             ErrorCode::ServiceUnavailable => "The request has failed due to a temporary failure of the server.",
+            ErrorCode::RequestTimeout => "The request body did not arrive in time.",
             ErrorCode::UnsupportedOperation => "The specified action is not supported.",
             ErrorCode::SystemException => "A system exception occurred.",
             ErrorCode::IllegalRequest => "The request is illegal.",
@@ -674,6 +681,7 @@ impl ErrorCode {
             "Forbidden" => Some(ErrorCode::Forbidden),
             "InternalError" => Some(ErrorCode::InternalError),
             "ServiceUnavailable" => Some(ErrorCode::ServiceUnavailable),
+            "RequestTimeout" => Some(ErrorCode::RequestTimeout),
             "UnsupportedOperation" => Some(ErrorCode::UnsupportedOperation),
             "iot.system.SystemException" => Some(ErrorCode::SystemException),
             "iot.system.IllegalRequest" => Some(ErrorCode::IllegalRequest),

@@ -7,16 +7,24 @@ use thingcall_wire::{Action, Data, Format};
 use super::{ok, resolve};
 use crate::catalog::read;
 use crate::engine::Engine;
+use crate::gate::MirrorGate;
 
 pub(super) async fn invoke(
     state: &Engine,
     r: InvokeThingService,
     format: Format,
     rid: &RequestId,
+    gate: &mut MirrorGate,
 ) -> Result<String, ApiError> {
     let device = resolve(state, &r.device)?;
     let done = state
-        .invoke(&device, &r.identifier, &r.args, r.qos.unwrap_or_default())
+        .invoke_gated(
+            &device,
+            &r.identifier,
+            &r.args,
+            r.qos.unwrap_or_default(),
+            gate,
+        )
         .await?;
     let data = InvokeThingServiceData {
         result: done.result,
@@ -30,6 +38,7 @@ pub(super) async fn invoke_many(
     r: InvokeThingsService,
     format: Format,
     rid: &RequestId,
+    gate: &mut MirrorGate,
 ) -> Result<String, ApiError> {
     let devices = {
         let c = read(&state.catalog);
@@ -56,6 +65,7 @@ pub(super) async fn invoke_many(
             &r.identifier,
             &r.args,
             r.qos.unwrap_or(Qos::AtMostOnce),
+            gate,
         )
         .await?;
     Ok(ok(InvokeThingsService::NAME, format, rid, ()))

@@ -20,6 +20,7 @@ use thingcall_wire::{Action, ApiRequest, Format, Response, ResponseBody, encode_
 
 use crate::catalog::read;
 use crate::engine::{Engine, store_error, unresolved};
+use crate::gate::MirrorGate;
 use crate::store::{Device, Product, StoreError};
 
 /// The encoded success response.
@@ -51,16 +52,32 @@ fn conflict(code: ErrorCode) -> impl FnOnce(StoreError) -> ApiError {
     }
 }
 
-/// Runs one parsed request.
+/// Runs one parsed request, for a caller that holds no request gate.
 pub(crate) async fn dispatch(
     state: &Engine,
     request: ApiRequest,
     format: Format,
     rid: &RequestId,
 ) -> Result<String, ApiError> {
+    dispatch_gated(state, request, format, rid, &mut MirrorGate::default()).await
+}
+
+/// Runs one parsed request holding `gate` (a cluster node's request gate):
+/// every action but the invocations keeps it to the end, since each only
+/// reads the mirror and writes the store; an invocation lets it go once
+/// its device and model are resolved, before it waits for the device.
+pub(crate) async fn dispatch_gated(
+    state: &Engine,
+    request: ApiRequest,
+    format: Format,
+    rid: &RequestId,
+    gate: &mut MirrorGate,
+) -> Result<String, ApiError> {
     match request {
-        ApiRequest::InvokeThingService(r) => invoke::invoke(state, r, format, rid).await,
-        ApiRequest::InvokeThingsService(r) => invoke::invoke_many(state, r, format, rid).await,
+        ApiRequest::InvokeThingService(r) => invoke::invoke(state, r, format, rid, gate).await,
+        ApiRequest::InvokeThingsService(r) => {
+            invoke::invoke_many(state, r, format, rid, gate).await
+        }
         ApiRequest::CreateProduct(r) => product::create_product(state, r, format, rid).await,
         ApiRequest::QueryProduct(r) => product::query_product(state, r, format, rid),
         ApiRequest::DeleteProduct(r) => product::delete_product(state, r, format, rid).await,

@@ -20,7 +20,11 @@
 //!   in the transaction that makes it and sends a `NOTIFY`; every node
 //!   listens, and re-reads what the log names after the last entry it
 //!   applied (on start-up, on every notice, after a lost connection), in
-//!   order. Requests wait while a node catches up after a lost connection.
+//!   order. Requests that read the mirror wait while a node catches up
+//!   after a lost connection (`gate.rs`); one that waits for its device
+//!   has let the gate go. Device logins are checked against the mirror
+//!   first and, once the password verified, against the store
+//!   (`logins.rs`).
 //! * **Presence for status.** Nodes publish their devices' presence and a
 //!   heartbeat; `GetDeviceStatus` on any node tells the truth, and a node
 //!   unheard for 6 s has its devices shown offline.
@@ -279,13 +283,16 @@ pub(crate) struct Cluster {
     served: Mutex<HashMap<DeviceKey, tokio::task::AbortHandle>>,
     /// The registry log's last entry applied here; held while catching up.
     applied: tokio::sync::Mutex<i64>,
-    /// Requests hold it shared; a catch-up after a lost connection holds it
-    /// alone, so no request is answered from a stale mirror.
+    /// Requests hold it shared while they read the mirror (`gate.rs`); a
+    /// catch-up after a lost connection holds it alone, so no request is
+    /// answered from a stale mirror.
     pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
     /// Held from start-up until the registry listener's first catch-up:
     /// changes made between loading the registry and listening are applied
     /// before the first request is answered.
     starting: Mutex<Option<tokio::sync::OwnedRwLockWriteGuard<()>>>,
+    /// Device logins' checks: told each time a catch-up applied changes.
+    pub(crate) logins: Arc<crate::limits::LoginChecks>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -309,6 +316,7 @@ impl Cluster {
         clock: Arc<dyn Clock>,
         applied: i64,
         sync_timeout: Duration,
+        logins: Arc<crate::limits::LoginChecks>,
     ) -> Arc<Cluster> {
         // Subscribed now, before the gateway accepts anyone: no event lost.
         let gateway_events = gateway.subscribe();
@@ -334,6 +342,7 @@ impl Cluster {
             applied: tokio::sync::Mutex::new(applied),
             gate,
             starting: Mutex::new(starting),
+            logins,
         })
     }
 
@@ -963,6 +972,9 @@ impl Cluster {
             }
             tracing::debug!(changes = changes.len(), last, "registry changes applied");
             *applied = last;
+            // A login waiting for a device the mirror did not know looks
+            // again.
+            self.logins.mirror_moved();
         }
     }
 

@@ -117,6 +117,29 @@ pub(crate) struct ServeArgs {
     /// How long a sync service call waits for the device (e.g. 5s, 800ms, 1m).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     sync_timeout: Duration,
+    /// HTTP and HTTPS connections open at once, TLS handshakes included;
+    /// one more is closed at once.
+    #[arg(long, value_name = "N", default_value_t = 16_384)]
+    max_http_connections: usize,
+    /// How long an HTTP request's head may take, and a keep-alive
+    /// connection stay idle.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    http_header_timeout: Duration,
+    /// A request body must arrive within this, plus one second for every
+    /// --http-body-min-rate bytes received (else 408 RequestTimeout).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    http_body_timeout: Duration,
+    /// Bytes per second a request body must keep up (see --http-body-timeout).
+    #[arg(long, value_name = "BYTES", default_value_t = 8192)]
+    http_body_min_rate: u32,
+    /// Bytes of request bodies held at once before their signature is
+    /// verified, over all connections (else 503 ServiceUnavailable); at
+    /// least 1 MiB, the largest body.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    http_unverified_body_budget: usize,
+    /// How long an HTTP answer may wait for a client that does not read.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    http_write_timeout: Duration,
     /// Once every listener is bound, write {"http":"ADDR","mqtt":"ADDR",...}
     /// here (with "https", "mqtts", "mqtt_ws", "mqtt_wss", "amqp", "amqps" for
     /// those on).
@@ -294,6 +317,15 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             );
         }
     };
+    let max_body = ServerConfig::default().max_body;
+    if a.http_unverified_body_budget < max_body {
+        return Err(format!(
+            "--http-unverified-body-budget must be at least {max_body} bytes, the largest body"
+        ));
+    }
+    if a.max_http_connections == 0 {
+        return Err("--max-http-connections must be at least 1".to_owned());
+    }
     let store = match a.store.as_deref() {
         None | Some("") => StoreConfig::Sqlite,
         Some(url) => {
@@ -403,6 +435,12 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
         let options = ServerOptions {
             config: ServerConfig {
                 sync_timeout: a.sync_timeout,
+                max_http_connections: a.max_http_connections,
+                header_timeout: a.http_header_timeout,
+                body_timeout: a.http_body_timeout,
+                body_min_rate: a.http_body_min_rate,
+                unverified_body_budget: a.http_unverified_body_budget,
+                write_timeout: a.http_write_timeout,
                 amqp: thingcall_amqp::AmqpConfig {
                     broker: thingcall_amqp::BrokerConfig {
                         retention: std::time::Duration::from_secs(
