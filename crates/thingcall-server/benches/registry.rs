@@ -44,6 +44,10 @@ fn options(dir: &std::path::Path, store: StoreConfig) -> ServerOptions {
         gateway: Default::default(),
         data_dir: dir.to_owned(),
         store,
+        // A fixed key: the filled store is opened again by the child.
+        secrets_key: thingcall_server::SecretsKeySource::Value(Secret::new(
+            "dGhpbmdjYWxsLWJlbmNoLXNlY3JldHMta2V5LTMyYiE=",
+        )),
         access_key: Some(("benchid".to_owned(), Secret::new("benchsecret"))),
         cluster: None,
     }
@@ -146,7 +150,10 @@ fn main() {
         conn.execute_batch(
             "INSERT INTO products (product_key, product_name, product_secret, node_type, auth_type,
                  validate_type, created_ms, draft_tsl)
-             VALUES ('a1Registry1', 'Registry_1', 'secretsecret1234', 0, 'secret', 1, 1, '{}')",
+             VALUES ('a1Registry1', 'Registry_1', 'secretsecret1234', 0, 'secret', 1, 1, '{}');
+             -- The rows are plaintext, as a release before sealed secrets
+             -- left them: the first start seals them.
+             DELETE FROM secret_keys;",
         )
         .unwrap();
         conn.execute(
@@ -164,6 +171,7 @@ fn main() {
         "SQLite filled with {devices} devices in {:?}",
         filled.elapsed()
     );
+    report("SQLite seal", devices, child(&dir, None));
     report("SQLite", devices, child(&dir, None));
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -197,6 +205,7 @@ fn main() {
                 "INSERT INTO products (product_key, product_name, product_secret, node_type, auth_type,
                      validate_type, created_ms, draft_tsl)
                  VALUES ('a1Registry1', 'Registry_1', 'secretsecret1234', 0, 'secret', 1, 1, '{{}}');
+                 DELETE FROM secret_keys;
                  INSERT INTO devices (iot_id, product_key, device_name, device_secret, enabled, created_ms,
                      activated_ms, online_ms, status_ms, ip_address)
                  SELECT lpad(i::text, 20, '0') || '000100', 'a1Registry1', 'device-' || i,
@@ -210,6 +219,7 @@ fn main() {
         "PostgreSQL filled with {devices} devices in {:?}",
         filled.elapsed()
     );
+    report("PG seal", devices, child(&dir, Some(&url)));
     report("PostgreSQL", devices, child(&dir, Some(&url)));
     rt.block_on(server_url.drop_database(&name)).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
