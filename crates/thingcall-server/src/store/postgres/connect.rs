@@ -331,9 +331,11 @@ impl Connector {
                 return Some(match tls {
                     // A CA of the same name but another key: the
                     // chain's signature does not verify.
-                    rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => format!(
-                        "the server's certificate is not signed by a CA that {settings} trusts"
-                    ),
+                    rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+                        format!(
+                            "the server's certificate is not signed by a CA that {settings} trusts"
+                        )
+                    }
                     rustls::Error::InvalidCertificate(
                         C::NotValidForName | C::NotValidForNameContext { .. },
                     ) => format!(
