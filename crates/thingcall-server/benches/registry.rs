@@ -79,14 +79,6 @@ fn open_and_report(dir: &str, store: Option<&str>) {
     });
 }
 
-/// Creates the schema (an empty server start), then fills it.
-async fn prepare(dir: &std::path::Path, store: StoreConfig) {
-    let server = Server::open(options(dir, store), Arc::new(SystemClock))
-        .await
-        .unwrap();
-    drop(server);
-}
-
 fn child(dir: &std::path::Path, store: Option<&str>) -> (u128, u64, u64) {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.arg("--open").arg(dir);
@@ -143,7 +135,9 @@ fn main() {
     // SQLite.
     let dir = std::env::temp_dir().join(format!("thingcall-registry-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    rt.block_on(prepare(&dir, StoreConfig::Sqlite));
+    // The schema: an empty server start, in a child (which lets the data
+    // directory go when it exits).
+    child(&dir, None);
     let filled = Instant::now();
     {
         let conn = rusqlite::Connection::open(dir.join("thingcall.db")).unwrap();
@@ -183,17 +177,20 @@ fn main() {
     }
     let server_url = PostgresUrl::parse(&server).unwrap();
     let name = format!("thingcall_registry_{}", std::process::id());
-    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-    let url = format!("{base}/{name}");
+    // The URL's parameters (sslmode) are kept for the bench's database.
+    let (path, query) = server.split_once('?').unwrap_or((server.as_str(), ""));
+    let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
+    let url = if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    };
     rt.block_on(async {
         server_url.drop_database(&name).await.unwrap();
         server_url.create_database(&name).await.unwrap();
     });
     let dir = std::env::temp_dir().join(format!("thingcall-registry-pg-{}", std::process::id()));
-    rt.block_on(prepare(
-        &dir,
-        StoreConfig::Postgres(PostgresUrl::parse(&url).unwrap()),
-    ));
+    child(&dir, Some(&url));
     let filled = Instant::now();
     rt.block_on(async {
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)

@@ -11,7 +11,10 @@
 //!   name, is refused, and the error says why (never the password);
 //!   `verify-ca` takes the certificate whatever the name;
 //! - `require` (no root) and the default `prefer` connect over TLS;
-//! - `disable` is refused by the server, and the error says so.
+//! - `disable` is refused by the server, and the error says so;
+//! - a man in the middle who answers "no TLS" (as a server with `ssl = off`
+//!   does) is refused by `require`, and taken in plaintext by `prefer`, as
+//!   libpq does.
 //!
 //! Skipped without `THINGCALL_TEST_POSTGRES` unless
 //! `THINGCALL_REQUIRE_POSTGRES=1`, like every PostgreSQL test; it needs
@@ -402,4 +405,73 @@ async fn every_connection_to_postgres_honours_sslmode() {
     assert!(!e.contains(PASSWORD), "the password leaked: {e}");
 
     admin.drop_database("tc_full").await.unwrap();
+}
+
+/// A proxy in front of `upstream` that answers every SSLRequest with
+/// "no" (as a server with `ssl = off` does, or an attacker stripping TLS)
+/// and relays the rest.
+async fn tls_stripper(upstream: String) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 8];
+                if client.read_exact(&mut first).await.is_err() {
+                    return;
+                }
+                let mut server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                // SSLRequest: length 8, code 80877103.
+                if first == [0, 0, 0, 8, 4, 210, 22, 47] {
+                    let _ = client.write_all(b"N").await;
+                } else {
+                    let _ = server.write_all(&first).await;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stripped_tls_offer_is_refused_by_require() {
+    let Some(server) = test_postgres() else {
+        eprintln!("THINGCALL_TEST_POSTGRES is not set: TLS stripping is not tested");
+        return;
+    };
+    let port = tls_stripper(server.target()).await;
+    let name = format!("thingcall_tls_strip_{}", std::process::id());
+    server.drop_database(&name).await.unwrap();
+    server.create_database(&name).await.unwrap();
+    let raw = std::env::var("THINGCALL_TEST_POSTGRES").unwrap();
+    let user = raw
+        .strip_prefix("postgres://")
+        .and_then(|r| r.split_once('@'))
+        .map_or("postgres", |(u, _)| u)
+        .to_owned();
+    let through = |params: &str| {
+        PostgresUrl::parse(&format!(
+            "postgres://{user}@127.0.0.1:{port}/{name}?{params}"
+        ))
+        .unwrap()
+    };
+    let e = refused(&through("sslmode=require")).await;
+    assert!(e.contains("refuses plaintext"), "{e}");
+    let e = refused(&through(
+        "sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca-certificates.crt",
+    ))
+    .await;
+    assert!(e.contains("refuses plaintext"), "{e}");
+    // prefer takes what it is given: plaintext (DEPLOYMENT.md says never
+    // to use it across a network).
+    let (_, _, stop, task) = serve(options(&through("sslmode=prefer"), "pgtls-prefer")).await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    server.drop_database(&name).await.unwrap();
 }

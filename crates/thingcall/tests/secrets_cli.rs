@@ -5,6 +5,7 @@
 //! without a key.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+#![allow(clippy::zombie_processes)] // the server child is killed and waited for
 
 mod common;
 

@@ -270,8 +270,15 @@ impl Connector {
         })
     }
 
+    /// The connection settings, with the TLS mode the URL asked for (a
+    /// pool must be built from these, not from the URL's parse: that one
+    /// says `prefer`, which falls back to plaintext).
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The same connector with other settings (another database, other
-    /// timeouts).
+    /// timeouts); the TLS mode stays the connector's.
     pub(crate) fn with_config(&self, config: Config) -> Connector {
         let mut c = self.clone();
         let mode = self.config.get_ssl_mode();
@@ -552,6 +559,28 @@ mod tests {
             let e = split_url(url).unwrap_err();
             assert!(e.contains(wanted), "{url}: {e}");
         }
+    }
+
+    /// Settings changed after the URL was read (another database,
+    /// timeouts) keep the URL's TLS mode: the URL's own parse says
+    /// `prefer`, which would fall back to plaintext.
+    #[test]
+    fn other_settings_keep_the_tls_mode() {
+        let (url, s) = split_url("postgres://u@h/db?sslmode=verify-ca&sslrootcert=ca.pem").unwrap();
+        let parsed: Config = url.parse().unwrap();
+        assert_eq!(parsed.get_ssl_mode(), DriverSslMode::Prefer);
+        let s = TlsSettings {
+            root: None,
+            mode: SslMode::Require,
+            ..s
+        };
+        let c = Connector::new(parsed.clone(), &s).unwrap();
+        assert_eq!(c.config().get_ssl_mode(), DriverSslMode::Require);
+        let mut other = parsed;
+        other.dbname("another");
+        let c = c.with_config(other);
+        assert_eq!(c.config().get_ssl_mode(), DriverSslMode::Require);
+        assert_eq!(c.config().get_dbname(), Some("another"));
     }
 
     #[test]

@@ -186,7 +186,9 @@ impl Store {
         // A dead server is noticed by TCP keepalives, not after hours.
         config.keepalives_idle(Duration::from_secs(10));
         config.application_name("thingcall");
-        let connector = url.connector()?.with_config(config.clone());
+        // From here on, every connection's settings come from the
+        // connector: its copy of the settings carries the TLS mode.
+        let connector = url.connector()?.with_config(config);
         let unreachable = |e: tokio_postgres::Error| {
             StoreError::unavailable(format!(
                 "cannot connect to PostgreSQL at {}: {}",
@@ -200,7 +202,7 @@ impl Store {
         drop(client);
         let writer_conn = writer::Conn::open(&connector).await.map_err(unreachable)?;
         let manager = Manager::from_config(
-            config.clone(),
+            connector.config().clone(),
             connector.tls(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
