@@ -37,6 +37,7 @@ async fn server(sync_timeout: Duration) -> Running {
         gateway: Default::default(),
         data_dir: dir,
         store: Default::default(),
+        secrets_key: Default::default(),
         access_key: Some(("clientid".into(), Secret::new("clientsecret"))),
         cluster: None,
     };

@@ -84,6 +84,7 @@ async fn start(tag: &str, per_device_order: bool) -> Running {
         gateway: GatewayConfig::default(),
         data_dir: dir.clone(),
         store: Default::default(),
+        secrets_key: Default::default(),
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         cluster: None,
     };

@@ -230,6 +230,10 @@ async fn e2e(
         gateway: GatewayConfig::default(),
         data_dir: dir.clone(),
         store,
+        // A fixed key: the bench makes a store of its own every run.
+        secrets_key: thingcall_server::SecretsKeySource::Value(Secret::new(
+            "dGhpbmdjYWxsLWJlbmNoLXNlY3JldHMta2V5LTMyYiE=",
+        )),
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         cluster: None,
     };
@@ -293,6 +297,9 @@ async fn node(
         gateway: GatewayConfig::default(),
         data_dir: dir.join(id),
         store: StoreConfig::Postgres(url.clone()),
+        secrets_key: thingcall_server::SecretsKeySource::Value(Secret::new(
+            "dGhpbmdjYWxsLWJlbmNoLXNlY3JldHMta2V5LTMyYiE=",
+        )),
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         cluster: Some(ClusterConfig {
             nats: vec![nats.to_owned()],

@@ -44,6 +44,10 @@ fn options(dir: &std::path::Path, store: StoreConfig) -> ServerOptions {
         gateway: Default::default(),
         data_dir: dir.to_owned(),
         store,
+        // A fixed key: the filled store is opened again by the child.
+        secrets_key: thingcall_server::SecretsKeySource::Value(Secret::new(
+            "dGhpbmdjYWxsLWJlbmNoLXNlY3JldHMta2V5LTMyYiE=",
+        )),
         access_key: Some(("benchid".to_owned(), Secret::new("benchsecret"))),
         cluster: None,
     }
@@ -73,14 +77,6 @@ fn open_and_report(dir: &str, store: Option<&str>) {
         println!("{} {before} {after}", took.as_millis());
         drop(server);
     });
-}
-
-/// Creates the schema (an empty server start), then fills it.
-async fn prepare(dir: &std::path::Path, store: StoreConfig) {
-    let server = Server::open(options(dir, store), Arc::new(SystemClock))
-        .await
-        .unwrap();
-    drop(server);
 }
 
 fn child(dir: &std::path::Path, store: Option<&str>) -> (u128, u64, u64) {
@@ -139,14 +135,19 @@ fn main() {
     // SQLite.
     let dir = std::env::temp_dir().join(format!("thingcall-registry-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    rt.block_on(prepare(&dir, StoreConfig::Sqlite));
+    // The schema: an empty server start, in a child (which lets the data
+    // directory go when it exits).
+    child(&dir, None);
     let filled = Instant::now();
     {
         let conn = rusqlite::Connection::open(dir.join("thingcall.db")).unwrap();
         conn.execute_batch(
             "INSERT INTO products (product_key, product_name, product_secret, node_type, auth_type,
                  validate_type, created_ms, draft_tsl)
-             VALUES ('a1Registry1', 'Registry_1', 'secretsecret1234', 0, 'secret', 1, 1, '{}')",
+             VALUES ('a1Registry1', 'Registry_1', 'secretsecret1234', 0, 'secret', 1, 1, '{}');
+             -- The rows are plaintext, as a release before sealed secrets
+             -- left them: the first start seals them.
+             DELETE FROM secret_keys;",
         )
         .unwrap();
         conn.execute(
@@ -164,6 +165,7 @@ fn main() {
         "SQLite filled with {devices} devices in {:?}",
         filled.elapsed()
     );
+    report("SQLite seal", devices, child(&dir, None));
     report("SQLite", devices, child(&dir, None));
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -175,17 +177,20 @@ fn main() {
     }
     let server_url = PostgresUrl::parse(&server).unwrap();
     let name = format!("thingcall_registry_{}", std::process::id());
-    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-    let url = format!("{base}/{name}");
+    // The URL's parameters (sslmode) are kept for the bench's database.
+    let (path, query) = server.split_once('?').unwrap_or((server.as_str(), ""));
+    let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
+    let url = if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    };
     rt.block_on(async {
         server_url.drop_database(&name).await.unwrap();
         server_url.create_database(&name).await.unwrap();
     });
     let dir = std::env::temp_dir().join(format!("thingcall-registry-pg-{}", std::process::id()));
-    rt.block_on(prepare(
-        &dir,
-        StoreConfig::Postgres(PostgresUrl::parse(&url).unwrap()),
-    ));
+    child(&dir, Some(&url));
     let filled = Instant::now();
     rt.block_on(async {
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -197,6 +202,7 @@ fn main() {
                 "INSERT INTO products (product_key, product_name, product_secret, node_type, auth_type,
                      validate_type, created_ms, draft_tsl)
                  VALUES ('a1Registry1', 'Registry_1', 'secretsecret1234', 0, 'secret', 1, 1, '{{}}');
+                 DELETE FROM secret_keys;
                  INSERT INTO devices (iot_id, product_key, device_name, device_secret, enabled, created_ms,
                      activated_ms, online_ms, status_ms, ip_address)
                  SELECT lpad(i::text, 20, '0') || '000100', 'a1Registry1', 'device-' || i,
@@ -210,6 +216,7 @@ fn main() {
         "PostgreSQL filled with {devices} devices in {:?}",
         filled.elapsed()
     );
+    report("PG seal", devices, child(&dir, Some(&url)));
     report("PostgreSQL", devices, child(&dir, Some(&url)));
     rt.block_on(server_url.drop_database(&name)).unwrap();
     let _ = std::fs::remove_dir_all(&dir);

@@ -57,6 +57,7 @@ fn serve(dir: &str) {
             gateway: GatewayConfig::default(),
             data_dir: dir.into(),
             store: Default::default(),
+            secrets_key: Default::default(),
             access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
             cluster: None,
         };

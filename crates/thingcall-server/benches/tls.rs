@@ -72,6 +72,7 @@ async fn start(dir: &std::path::Path) -> Running {
         gateway: GatewayConfig::default(),
         data_dir: dir.to_owned(),
         store: Default::default(),
+        secrets_key: Default::default(),
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         cluster: None,
     };

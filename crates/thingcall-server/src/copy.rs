@@ -2,10 +2,16 @@
 //! directory into PostgreSQL: the registry (AccessKeys, products with every
 //! version and module, devices with their state, tombstones) and every
 //! invocation record, in message-id order.
+//!
+//! Secrets travel only sealed: they are opened with the source's key as
+//! the source's registry is read, and sealed again, with the target's key
+//! (the source's, unless another is given), as the target writes them;
+//! the target keeps its key's id, so every server on it must have that key.
 
 use std::path::Path;
 
 use crate::store::postgres::{self, PostgresUrl};
+use crate::store::sealed::{self, SecretsKeySource};
 use crate::store::sqlite;
 use crate::store::{Change, OnCommit, Records, Registry, StoreError};
 
@@ -36,12 +42,25 @@ pub struct CopySummary {
 /// Records copied per round trip.
 const PAGE: usize = 2_000;
 
-/// Copies the SQLite store in `from` into the PostgreSQL database `to`.
+/// Where `store copy` finds the keys of its two stores.
+#[derive(Clone, Debug, Default)]
+pub struct CopyKeys {
+    /// The source's key (by default the source's `secrets.key`).
+    pub from: SecretsKeySource,
+    /// The target's key; `None`: the source's. (`DataDir` names the
+    /// source's data directory here.)
+    pub to: Option<SecretsKeySource>,
+}
+
+/// Copies the SQLite store in `from` into the PostgreSQL database `to`,
+/// its secrets sealed again with the target's key (see [`CopyKeys`]).
 /// A target that holds anything is refused unless `force`, which empties
 /// it first. The source is opened like a server would open it (its journal
-/// is replayed), so no server may be running on it.
+/// is replayed; a store of an earlier release is sealed), so no server may
+/// be running on it.
 pub async fn copy_store(
     from: &Path,
+    keys: &CopyKeys,
     to: &PostgresUrl,
     force: bool,
     mut progress: impl FnMut(CopyProgress),
@@ -52,17 +71,21 @@ pub async fn copy_store(
             format!("{} holds no thingcall store", from.display()),
         ));
     }
-    let source = sqlite::Store::open(from)?;
-    let target = postgres::Store::connect(to).await?;
-    if !target.is_empty().await? {
-        if !force {
-            return Err(StoreError::new(
-                crate::StoreErrorKind::Conflict,
-                format!("{to} is not empty; add --force to replace what it holds"),
-            ));
-        }
-        target.clear().await?;
-    }
+    let source = sqlite::Store::open_with(from, &keys.from)?;
+    let target_key = match &keys.to {
+        Some(k) => sealed::load(k, from)?.ok_or_else(|| {
+            StoreError::new(
+                crate::StoreErrorKind::NotFound,
+                format!(
+                    "{} holds no secrets key for the target",
+                    from.join(sealed::KEY_FILE).display()
+                ),
+            )
+        })?,
+        None => source.key().clone(),
+    };
+    postgres::Store::prepare_target(to, force).await?;
+    let target = postgres::Store::connect(to, Some(target_key), from).await?;
     let snapshot = source.load().await?;
     let mut changes = Vec::new();
     let now = snapshot

@@ -10,6 +10,7 @@ mod actions;
 mod catalog;
 mod cluster;
 mod copy;
+mod data_dir;
 mod engine;
 mod events;
 #[doc(hidden)]
@@ -39,9 +40,10 @@ use thingcall_transport::DeviceKey;
 use tokio::net::TcpListener;
 
 pub use cluster::ClusterConfig;
-pub use copy::{CopyProgress, CopySummary, copy_store};
+pub use copy::{CopyKeys, CopyProgress, CopySummary, copy_store};
 pub use engine::ServerConfig;
-pub use store::postgres::PostgresUrl;
+pub use store::postgres::{PostgresUrl, SslMode};
+pub use store::sealed::{SecretsKeySource, new_secrets_key, write_key_file};
 pub use store::{StoreError, StoreErrorKind};
 
 use crate::catalog::{CatalogRegistry, read};
@@ -56,10 +58,13 @@ pub struct ServerOptions {
     /// MQTT gateway settings.
     pub gateway: GatewayConfig,
     /// The data directory: the SQLite store lives here (when it is the
-    /// store), and the node's own files.
+    /// store), and the node's own files. Kept to its owner (0700).
     pub data_dir: PathBuf,
     /// Which store keeps the registry and the records.
     pub store: StoreConfig,
+    /// The key that seals the store's secrets (by default
+    /// `DATA_DIR/secrets.key`, which the SQLite store makes on first start).
+    pub secrets_key: SecretsKeySource,
     /// The AccessKey to accept (id, secret); stored, replacing its secret.
     pub access_key: Option<(String, Secret)>,
     /// Join a cluster of nodes on NATS (needs the PostgreSQL store).
@@ -121,6 +126,12 @@ impl Server {
     /// sets the AccessKey up, and puts the built-in MQTT gateway in front
     /// of the engine.
     pub async fn open(options: ServerOptions, clock: Arc<dyn Clock>) -> Result<Server, StoreError> {
+        // The data directory is its owner's before anything is read from
+        // it or written to it (the SQLite store makes it; a PostgreSQL
+        // server may have none).
+        if options.data_dir.exists() {
+            data_dir::prepare(&options.data_dir)?;
+        }
         if let Some(cluster) = options.cluster.clone() {
             return Server::open_node(options, cluster, clock).await;
         }
@@ -130,11 +141,16 @@ impl Server {
             Arc<dyn store::Subscriptions>,
         ) = match &options.store {
             StoreConfig::Sqlite => {
-                let store = Arc::new(store::sqlite::Store::open(&options.data_dir)?);
+                let store = Arc::new(store::sqlite::Store::open_with(
+                    &options.data_dir,
+                    &options.secrets_key,
+                )?);
                 (store.clone(), store.clone(), store)
             }
             StoreConfig::Postgres(url) => {
-                let store = Arc::new(store::postgres::Store::connect(url).await?);
+                let key = store::sealed::load(&options.secrets_key, &options.data_dir)?;
+                let store =
+                    Arc::new(store::postgres::Store::connect(url, key, &options.data_dir).await?);
                 (store.clone(), store.clone(), store)
             }
         };
@@ -193,7 +209,8 @@ impl Server {
         };
         let node_id = cluster::node_id(&options.data_dir, config.node_id.as_deref())
             .map_err(|e| StoreError::new(StoreErrorKind::Internal, e))?;
-        let store = Arc::new(store::postgres::Store::connect(url).await?);
+        let key = store::sealed::load(&options.secrets_key, &options.data_dir)?;
+        let store = Arc::new(store::postgres::Store::connect(url, key, &options.data_dir).await?);
         let number = cluster::claim_number(&store, &node_id, clock.now().get()).await?;
         let applied = store.registry_last().await?;
         let (catalog, last_message_id) = engine::load_catalog(store.as_ref()).await?;

@@ -37,6 +37,7 @@ async fn serve(
         gateway: Default::default(),
         data_dir: temp_dir("pgfault"),
         store: StoreConfig::Postgres(url.clone()),
+        secrets_key: test_secrets_key(),
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         cluster: None,
     };

@@ -984,12 +984,14 @@ impl Cluster {
     async fn listen_registry(self: Arc<Self>) {
         let mut delay = Duration::from_millis(100);
         loop {
-            let config = self.store.config().clone();
-            let connected = config.connect(tokio_postgres::NoTls).await;
+            // The store's connector: the URL's TLS, as every connection.
+            let connector = self.store.connector();
+            let connected = connector.connect_raw().await;
             let (client, mut connection) = match connected {
                 Ok(pair) => pair,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for registry changes; retrying");
+                    let error = connector.explain(&e);
+                    tracing::warn!(%error, "cannot listen for registry changes; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                     continue;

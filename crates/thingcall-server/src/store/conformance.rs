@@ -36,7 +36,12 @@ impl Backend {
                 }
             }
             Backend::Postgres(url) => {
-                let s = Arc::new(postgres::Store::connect(url).await.unwrap());
+                let key = Some(sealed::test_key());
+                let s = Arc::new(
+                    postgres::Store::connect(url, key, std::path::Path::new("."))
+                        .await
+                        .unwrap(),
+                );
                 Opened {
                     registry: s.clone(),
                     records: s,

@@ -235,10 +235,12 @@ pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 }
 
 fn create_segment(dir: &Path, seq: u64) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(segment_path(dir, seq))
+    let mut options = OpenOptions::new();
+    options.create_new(true).append(true);
+    // Readable by the owner only, as every file of the store.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(segment_path(dir, seq))
 }
 
 /// The sequence numbers of the segments in `dir`, ascending.

@@ -21,6 +21,7 @@
 mod conformance;
 pub(crate) mod journal;
 pub(crate) mod postgres;
+pub(crate) mod sealed;
 pub(crate) mod sqlite;
 
 use std::collections::BTreeMap;

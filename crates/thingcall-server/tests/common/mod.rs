@@ -96,6 +96,16 @@ async fn bind0() -> (tokio::net::TcpListener, String) {
     (l, a)
 }
 
+/// The key that seals the test stores' secrets: a fixed one, so a test
+/// that opens its store again (or another server on the same database)
+/// has it. (The SQLite store's own key file is tested in secrets.rs.)
+pub const TEST_SECRETS_KEY: &str = "dGhpbmdjYWxsLXRlc3Qtc2VjcmV0cy1rZXktMzJieSE=";
+
+/// [`TEST_SECRETS_KEY`] as a server option.
+pub fn test_secrets_key() -> thingcall_server::SecretsKeySource {
+    thingcall_server::SecretsKeySource::Value(Secret::new(TEST_SECRETS_KEY))
+}
+
 /// Opens a server on `data_dir` (or, when the tests run on PostgreSQL, on
 /// the database of that directory, created if missing) with the test key.
 async fn open(
@@ -119,6 +129,10 @@ async fn open(
         store: match &postgres {
             Some(url) => StoreConfig::Postgres(url.clone()),
             None => StoreConfig::Sqlite,
+        },
+        secrets_key: match &postgres {
+            Some(_) => test_secrets_key(),
+            None => Default::default(),
         },
         access_key: Some((KEY_ID.to_owned(), Secret::new(KEY_SECRET))),
         cluster: None,

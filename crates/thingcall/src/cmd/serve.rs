@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::Args;
 use thingcall_core::{Clock, Secret};
 use thingcall_server::{
-    ClusterConfig, Listeners, PostgresUrl, Server, ServerConfig, ServerOptions, StoreConfig,
-    SystemClock,
+    ClusterConfig, Listeners, PostgresUrl, SecretsKeySource, Server, ServerConfig, ServerOptions,
+    StoreConfig, SystemClock,
 };
 use thingcall_sign::v1;
 use thingcall_tls::{ServerTls, TlsFiles};
@@ -114,6 +114,13 @@ pub(crate) struct ServeArgs {
     /// The AccessKey secret (or THINGCALL_ACCESS_KEY_SECRET).
     #[arg(long, env = "THINGCALL_ACCESS_KEY_SECRET", hide_env_values = true)]
     access_key_secret: Option<String>,
+    /// The key that seals the store's secrets: a file of one line, 32 bytes
+    /// in base64 (make one with `thingcall store new-key FILE`). Or the key
+    /// itself in THINGCALL_SECRETS_KEY. Without either, DATA_DIR/secrets.key,
+    /// which the SQLite store makes on first start; a PostgreSQL store
+    /// refuses to start without a key (every node needs the same one).
+    #[arg(long, value_name = "FILE", env = "THINGCALL_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
     /// How long a sync service call waits for the device (e.g. 5s, 800ms, 1m).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     sync_timeout: Duration,
@@ -326,6 +333,21 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
     if a.max_http_connections == 0 {
         return Err("--max-http-connections must be at least 1".to_owned());
     }
+    let secrets_key = match (
+        a.secrets_key_file.clone(),
+        std::env::var("THINGCALL_SECRETS_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "give the secrets key once: --secrets-key-file or THINGCALL_SECRETS_KEY".into(),
+            );
+        }
+        (Some(file), None) => SecretsKeySource::File(file),
+        (None, Some(key)) => SecretsKeySource::Value(Secret::new(key)),
+        (None, None) => SecretsKeySource::DataDir,
+    };
     let store = match a.store.as_deref() {
         None | Some("") => StoreConfig::Sqlite,
         Some(url) => {
@@ -460,6 +482,7 @@ pub(crate) fn run(a: ServeArgs) -> Outcome {
             },
             data_dir: a.data_dir.clone(),
             store: store.clone(),
+            secrets_key,
             access_key,
             cluster: cluster.clone(),
         };

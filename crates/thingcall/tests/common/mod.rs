@@ -63,7 +63,19 @@ pub fn store_args(dir: &Path) -> Vec<String> {
     // never prints one) with the directory's database.
     let raw = std::env::var("THINGCALL_TEST_POSTGRES").unwrap();
     let base = raw.rsplit_once('/').map_or(raw.as_str(), |(b, _)| b);
-    vec!["--store".to_owned(), format!("{base}/{name}")]
+    // A PostgreSQL store needs a secrets key; every server of the
+    // directory (the nodes of a cluster) gets the same file.
+    let key = dir.join("secrets.key");
+    if !key.exists() {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&key, "dGhpbmdjYWxsLXRlc3Qtc2VjcmV0cy1rZXktMzJieSE=\n").unwrap();
+    }
+    vec![
+        "--store".to_owned(),
+        format!("{base}/{name}"),
+        "--secrets-key-file".to_owned(),
+        key.to_string_lossy().into_owned(),
+    ]
 }
 
 /// Drops a test directory's database, if the tests run on PostgreSQL.

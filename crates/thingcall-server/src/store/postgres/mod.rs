@@ -11,12 +11,21 @@
 //! Reads (start-up, `QueryDeviceServiceData`) use a pool
 //! (`deadpool-postgres`). `queries.rs` has the SQL, `schema.rs` the
 //! migrations.
+//!
+//! Every connection goes through one [`connect::Connector`]: TLS as the
+//! URL's `sslmode` and `sslrootcert` say. Secrets are sealed with the
+//! store's key before a change is queued and opened when read
+//! (`store/sealed.rs`); the key is checked at connect (`schema::seal`).
 
+mod connect;
 mod error;
 mod queries;
 mod schema;
 mod subscriptions;
 mod writer;
+
+pub(crate) use self::connect::Connector;
+pub use self::connect::SslMode;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -27,29 +36,38 @@ use tokio::sync::mpsc;
 use tokio_postgres::Config;
 use tokio_postgres::config::Host;
 
+use self::connect::TlsSettings;
 use self::error::{from_pg, from_pool};
 use self::writer::{Op, WriterState};
+use crate::store::sealed::SecretsKey;
 use crate::store::{
     Change, Completion, Invocation, LoggedChange, OnCommit, Pending, RecordQuery, RecordStats,
     Records, Registry, Snapshot, StoreError, Stored,
 };
 use crate::sync::lock;
 
-/// A PostgreSQL connection URL, `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
+/// A PostgreSQL connection URL,
+/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=...&sslrootcert=...]`.
 /// Its password never prints: `Display` and `Debug` leave it out.
 #[derive(Clone)]
 pub struct PostgresUrl {
     config: Arc<Config>,
+    tls: Arc<TlsSettings>,
 }
 
 impl PostgresUrl {
-    /// Parses a URL (`postgres://` or `postgresql://`).
+    /// Parses a URL (`postgres://` or `postgresql://`), with libpq's
+    /// `sslmode` (`disable`, `prefer` (the default), `require`,
+    /// `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file of CAs, or
+    /// `system`).
     pub fn parse(url: &str) -> Result<PostgresUrl, String> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(
                 "a PostgreSQL store is a postgres://USER[:PASSWORD]@HOST[:PORT]/DB URL".into(),
             );
         }
+        let (url, tls) =
+            connect::split_url(url).map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
         let config: Config = url
             .parse()
             // The parser's messages name the part that is wrong, never the
@@ -60,7 +78,13 @@ impl PostgresUrl {
         }
         Ok(PostgresUrl {
             config: Arc::new(config),
+            tls: Arc::new(tls),
         })
+    }
+
+    /// How connections use TLS.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.tls.mode
     }
 
     /// `HOST:PORT` of the first server, for messages.
@@ -87,11 +111,13 @@ impl PostgresUrl {
         config.dbname(name);
         PostgresUrl {
             config: Arc::new(config),
+            tls: Arc::clone(&self.tls),
         }
     }
 
-    pub(crate) fn config(&self) -> &Config {
-        &self.config
+    /// The connector for this URL (its root certificates read now).
+    pub(crate) fn connector(&self) -> Result<Connector, StoreError> {
+        Connector::new((*self.config).clone(), &self.tls)
     }
 }
 
@@ -104,7 +130,11 @@ impl std::fmt::Display for PostgresUrl {
             ""
         };
         let db = self.config.get_dbname().unwrap_or("");
-        write!(f, "postgres://{user}{password}@{}/{db}", self.target())
+        write!(f, "postgres://{user}{password}@{}/{db}", self.target())?;
+        if self.tls.explicit {
+            write!(f, "?sslmode={}", self.tls.mode.as_str())?;
+        }
+        Ok(())
     }
 }
 
@@ -122,8 +152,10 @@ const NODE_NUMBER_LOCK: i64 = 0x7468_696e_676e_6f64;
 
 /// The PostgreSQL store.
 pub(crate) struct Store {
-    config: Config,
+    connector: Connector,
     pool: Pool,
+    /// Seals secrets before they are written, opens them when read.
+    key: SecretsKey,
     queue: Mutex<Option<mpsc::UnboundedSender<Op>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     state: Arc<WriterState>,
@@ -136,9 +168,17 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects, migrates the schema and starts the writer. An unreachable
-    /// database is one error that names the host.
-    pub(crate) async fn connect(url: &PostgresUrl) -> Result<Store, StoreError> {
+    /// Connects, migrates the schema, checks the secrets key (sealing the
+    /// secrets of a store an earlier release kept in plaintext) and starts
+    /// the writer. An unreachable database is one error that names the
+    /// host. Without a key it refuses (a PostgreSQL store never makes one:
+    /// every node must be given the same); `data_dir` is named in the
+    /// message, as where a key file would be looked for.
+    pub(crate) async fn connect(
+        url: &PostgresUrl,
+        key: Option<SecretsKey>,
+        data_dir: &std::path::Path,
+    ) -> Result<Store, StoreError> {
         let mut config = (*url.config).clone();
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
@@ -146,25 +186,24 @@ impl Store {
         // A dead server is noticed by TCP keepalives, not after hours.
         config.keepalives_idle(Duration::from_secs(10));
         config.application_name("thingcall");
-        let mut client = writer::connect(&config).await.map_err(|e| {
+        // From here on, every connection's settings come from the
+        // connector: its copy of the settings carries the TLS mode.
+        let connector = url.connector()?.with_config(config);
+        let unreachable = |e: tokio_postgres::Error| {
             StoreError::unavailable(format!(
                 "cannot connect to PostgreSQL at {}: {}",
                 url.target(),
-                error::describe(&e)
+                connector.explain(&e)
             ))
-        })?;
+        };
+        let mut client = writer::connect(&connector).await.map_err(unreachable)?;
         schema::migrate(&mut client).await?;
+        let key = schema::seal(&mut client, key, data_dir).await?;
         drop(client);
-        let writer_conn = writer::Conn::open(&config).await.map_err(|e| {
-            StoreError::unavailable(format!(
-                "cannot connect to PostgreSQL at {}: {}",
-                url.target(),
-                error::describe(&e)
-            ))
-        })?;
+        let writer_conn = writer::Conn::open(&connector).await.map_err(unreachable)?;
         let manager = Manager::from_config(
-            config.clone(),
-            tokio_postgres::NoTls,
+            connector.config().clone(),
+            connector.tls(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -179,43 +218,68 @@ impl Store {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(WriterState::default());
         let writer = tokio::spawn(writer::run(
-            config.clone(),
+            connector.clone(),
             Some(writer_conn),
             rx,
             Arc::clone(&state),
         ));
         Ok(Store {
-            config,
+            connector,
             pool,
+            key,
             queue: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             state,
         })
     }
 
-    /// Whether the store holds anything: AccessKeys, products, devices,
-    /// tombstones or records.
-    pub(crate) async fn is_empty(&self) -> Result<bool, StoreError> {
-        let client = self.pool.get().await.map_err(from_pool)?;
-        let row = client
+    /// Makes the database `url` names ready to be a `store copy` target:
+    /// one that holds anything (AccessKeys, products, devices, tombstones,
+    /// records, or secrets sealed with some key) is refused, unless
+    /// `force`, which empties it, the key its secrets were sealed with
+    /// included (so the copy can seal them with another).
+    pub(crate) async fn prepare_target(url: &PostgresUrl, force: bool) -> Result<(), StoreError> {
+        let connector = url.connector()?;
+        let mut client = writer::connect(&connector).await.map_err(|e| {
+            StoreError::unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {}",
+                url.target(),
+                connector.explain(&e)
+            ))
+        })?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('access_keys') IS NOT NULL", &[])
+            .await
+            .map_err(from_pg)?
+            .get(0);
+        if !exists {
+            return Ok(());
+        }
+        schema::migrate(&mut client).await?;
+        let empty: bool = client
             .query_one(
                 "SELECT NOT EXISTS (SELECT 1 FROM access_keys) AND NOT EXISTS (SELECT 1 FROM products)
                     AND NOT EXISTS (SELECT 1 FROM devices) AND NOT EXISTS (SELECT 1 FROM tombstones)
-                    AND NOT EXISTS (SELECT 1 FROM invocations)",
+                    AND NOT EXISTS (SELECT 1 FROM invocations) AND NOT EXISTS (SELECT 1 FROM secret_keys)",
                 &[],
             )
             .await
-            .map_err(from_pg)?;
-        Ok(row.get(0))
-    }
-
-    /// Deletes everything the store holds (`store copy --force`).
-    pub(crate) async fn clear(&self) -> Result<(), StoreError> {
-        let client = self.pool.get().await.map_err(from_pool)?;
+            .map_err(from_pg)?
+            .get(0);
+        if empty {
+            return Ok(());
+        }
+        if !force {
+            return Err(StoreError::new(
+                crate::store::StoreErrorKind::Conflict,
+                format!("{url} is not empty; add --force to replace what it holds"),
+            ));
+        }
         client
             .batch_execute(
                 "TRUNCATE access_keys, products, model_versions, modules, module_versions, devices,
-                          tombstones, invocations, consumer_groups, subscriptions, amqp_backlog",
+                          tombstones, invocations, consumer_groups, subscriptions, amqp_backlog,
+                          secret_keys",
             )
             .await
             .map_err(from_pg)
@@ -252,7 +316,10 @@ impl Store {
             let as_of = queries::entity_log_last(&*tx, &entity, &key).await?;
             let now = match entity.as_str() {
                 "device" => {
-                    let device = queries::device(&*tx, &key).await?;
+                    let mut device = queries::device(&*tx, &key).await?;
+                    if let Some(d) = device.as_mut() {
+                        self.key.open_device(d)?;
+                    }
                     let tombstoned = match (&product_key, &device_name) {
                         (Some(pk), Some(dn)) if device.is_none() => {
                             queries::tombstoned(&*tx, pk, dn).await?
@@ -266,17 +333,26 @@ impl Store {
                     }
                 }
                 "product" => {
-                    let (product, tombstones) = queries::product(&*tx, &key).await?;
+                    let (mut product, tombstones) = queries::product(&*tx, &key).await?;
+                    if let Some(p) = product.as_mut() {
+                        self.key.open_product(p)?;
+                    }
                     Stored::Product {
                         product_key: key,
                         product,
                         tombstones,
                     }
                 }
-                "access_key" => Stored::AccessKey {
-                    access_key: queries::access_key(&*tx, &key).await?,
-                    id: key,
-                },
+                "access_key" => {
+                    let mut access_key = queries::access_key(&*tx, &key).await?;
+                    if let Some(k) = access_key.as_mut() {
+                        self.key.open_access_key(k)?;
+                    }
+                    Stored::AccessKey {
+                        access_key,
+                        id: key,
+                    }
+                }
                 other => {
                     tracing::warn!(
                         entity = other,
@@ -302,7 +378,10 @@ impl Store {
         device_name: &str,
     ) -> Result<(Option<crate::store::Device>, bool), StoreError> {
         let client = self.pool.get().await.map_err(from_pool)?;
-        let device = queries::device_by_name(&**client, product_key, device_name).await?;
+        let mut device = queries::device_by_name(&**client, product_key, device_name).await?;
+        if let Some(d) = device.as_mut() {
+            self.key.open_device(d)?;
+        }
         let tombstoned = match device {
             Some(_) => false,
             None => queries::tombstoned(&**client, product_key, device_name).await?,
@@ -393,9 +472,10 @@ impl Store {
             .map(|_| ())
     }
 
-    /// The URL's connection settings, for a node's own listening connection.
-    pub(crate) fn config(&self) -> &Config {
-        &self.config
+    /// The connector of this store's connections, for a node's own
+    /// listening connection.
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
     }
 
     fn send(&self, op: Op) -> Result<(), StoreError> {
@@ -415,10 +495,20 @@ impl Store {
 impl Registry for Store {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         let client = self.pool.get().await.map_err(from_pool)?;
-        queries::load(&**client).await
+        let mut snapshot = queries::load(&**client).await?;
+        drop(client);
+        self.key.open_snapshot(&mut snapshot)?;
+        Ok(snapshot)
     }
 
     fn apply(&self, change: Change, on_commit: OnCommit) -> Result<Pending<()>, StoreError> {
+        // The writer writes the sealed change; the mirror gets the change
+        // as it was.
+        let (change, original) = self.key.seal_change(change);
+        let on_commit: OnCommit = match original {
+            Some(original) => Box::new(move |_, position| on_commit(&original, position)),
+            None => on_commit,
+        };
         let (done, pending) = Pending::new();
         self.send(Op::Change {
             change,
@@ -470,15 +560,14 @@ impl PostgresUrl {
     /// A connection to this server's `postgres` database, for
     /// administration.
     async fn maintenance(&self) -> Result<tokio_postgres::Client, StoreError> {
-        writer::connect(self.with_database("postgres").config())
-            .await
-            .map_err(|e| {
-                StoreError::unavailable(format!(
-                    "cannot connect to PostgreSQL at {}: {}",
-                    self.target(),
-                    error::describe(&e)
-                ))
-            })
+        let connector = self.with_database("postgres").connector()?;
+        writer::connect(&connector).await.map_err(|e| {
+            StoreError::unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {}",
+                self.target(),
+                connector.explain(&e)
+            ))
+        })
     }
 
     /// Creates database `name` on this server (for tests and `store copy`

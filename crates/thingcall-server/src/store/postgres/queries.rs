@@ -1,5 +1,10 @@
 //! The SQL of the PostgreSQL store: start-up load, registry changes, and
 //! invocation records (written in bulk: one statement per batch).
+//!
+//! Secrets are stored sealed (`store/sealed.rs`): the store seals a
+//! change's secret before the writer gets it, and opens what the reads
+//! here return, so the secret columns read and written here hold
+//! ciphertext only.
 
 use std::collections::HashMap;
 
@@ -8,6 +13,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row, ToStatement};
 
 use super::error::from_pg;
+use crate::store::sealed;
 use crate::store::{
     AccessKey, CallMode, Change, Completion, Device, Invocation, LogPosition, ModelVersion,
     Outcome, Product, RecordQuery, Snapshot, StoreError, logged_entity,
@@ -291,6 +297,15 @@ async fn apply_statements<C: GenericClient>(
     client: &C,
     change: &Change,
 ) -> Result<(), tokio_postgres::Error> {
+    debug_assert!(
+        match change {
+            Change::PutAccessKey { key, .. } => sealed::is_sealed(key.secret.expose()),
+            Change::InsertProduct(p) => sealed::is_sealed(p.product_secret.expose()),
+            Change::InsertDevice(d) => sealed::is_sealed(d.device_secret.expose()),
+            _ => true,
+        },
+        "a secret reached the PostgreSQL writer unsealed"
+    );
     match change {
         Change::PutAccessKey { key, at } => {
             client

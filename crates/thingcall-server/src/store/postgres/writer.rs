@@ -21,8 +21,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
+use super::Connector;
 use super::error::from_pg;
 use super::queries;
 use crate::store::{Change, Completion, Invocation, LogPosition, OnCommit, Resolver, StoreError};
@@ -77,15 +78,9 @@ pub(super) struct WriterState {
     pub(super) failures: AtomicU64,
 }
 
-/// Opens one connection and runs its connection task.
-pub(super) async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "a PostgreSQL connection ended");
-        }
-    });
-    Ok(client)
+/// Opens one connection (with the URL's TLS) and runs its connection task.
+pub(super) async fn connect(connector: &Connector) -> Result<Client, tokio_postgres::Error> {
+    connector.connect().await
 }
 
 /// Batches of records sent and not yet answered, at most: their round
@@ -97,7 +92,7 @@ type InFlight = Pin<Box<dyn Future<Output = (Vec<Op>, Result<Vec<bool>, StoreErr
 
 /// Runs the writer until every sender is gone and the queue is drained.
 pub(super) async fn run(
-    config: Config,
+    connector: Connector,
     client: Option<Conn>,
     mut queue: mpsc::UnboundedReceiver<Op>,
     state: Arc<WriterState>,
@@ -183,7 +178,7 @@ pub(super) async fn run(
             }
         }
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            conn = match Conn::open(&config).await {
+            conn = match Conn::open(&connector).await {
                 Ok(c) => {
                     tracing::info!("the PostgreSQL writer is connected");
                     delay = Duration::from_millis(100);
@@ -270,8 +265,8 @@ impl Conn {
     /// Opens the writer's connection: records commit without waiting for
     /// the WAL flush (see the module documentation), registry changes
     /// wait for it.
-    pub(super) async fn open(config: &Config) -> Result<Conn, tokio_postgres::Error> {
-        let client = connect(config).await?;
+    pub(super) async fn open(connector: &Connector) -> Result<Conn, tokio_postgres::Error> {
+        let client = connect(connector).await?;
         client
             .batch_execute("SET synchronous_commit TO OFF")
             .await?;

@@ -9,6 +9,13 @@
 //! writer copies them in large transactions; start-up replays what a crash
 //! left (`replay.rs`). Reads use a separate connection (WAL lets them run
 //! beside the writer). `queries.rs` has the SQL.
+//!
+//! Secrets are sealed with the store's key (`store/sealed.rs`) before a
+//! change is queued and opened when the registry is read; the key is
+//! checked at open (`schema::seal`). The data directory is kept to its
+//! owner (0700) and so is every file of the store (0600): the database and
+//! its WAL (SQLite gives them the database file's mode), the lock, the
+//! journal's segments.
 
 mod queries;
 mod replay;
@@ -24,6 +31,7 @@ use rusqlite::Connection;
 
 use self::writer::{CopyState, Job, Msg, WAL_SIZE_LIMIT, run_checkpoints, run_writer};
 use crate::store::journal::{Entry, Journal, Queued};
+use crate::store::sealed::{SecretsKey, SecretsKeySource};
 use crate::store::{
     Change, Completion, Invocation, OnCommit, Pending, RecordQuery, RecordStats, Records, Registry,
     Resolver, Snapshot, StoreError, StoreErrorKind,
@@ -43,6 +51,8 @@ pub(crate) struct Store {
     thread: Mutex<Option<JoinHandle<()>>>,
     reader: Arc<Mutex<Connection>>,
     checkpoint: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
+    /// Seals secrets before they are written, opens them when read.
+    key: SecretsKey,
 }
 
 impl std::fmt::Debug for Store {
@@ -63,20 +73,21 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
 }
 
 impl Store {
-    /// Opens (creating if needed) `thingcall.db` in `dir` and migrates it.
+    /// Opens (creating if needed) `thingcall.db` in `dir` and migrates it,
+    /// with the key in `dir/secrets.key` (made on first start).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::unavailable(format!("cannot create {}: {e}", dir.display()))
-        })?;
+        Store::open_with(dir, &SecretsKeySource::DataDir)
+    }
+
+    /// Opens (creating if needed) `thingcall.db` in `dir` and migrates it;
+    /// its secrets are sealed with the key `key` names.
+    pub(crate) fn open_with(dir: &Path, key: &SecretsKeySource) -> Result<Store, StoreError> {
+        crate::data_dir::prepare(dir)?;
         let lock_path = dir.join("thingcall.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| {
-                StoreError::unavailable(format!("cannot open {}: {e}", lock_path.display()))
-            })?;
+        let lock = crate::data_dir::open_private(&lock_path).map_err(|e| {
+            StoreError::unavailable(format!("cannot open {}: {e}", lock_path.display()))
+        })?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -93,8 +104,25 @@ impl Store {
             }
         }
         let path = dir.join("thingcall.db");
+        // SQLite gives the WAL and the shared-memory file the database
+        // file's mode: made 0600 here, they are too. Files of an earlier
+        // release are tightened.
+        let private = |p: &Path| {
+            crate::data_dir::private_file(p).map_err(|e| {
+                StoreError::unavailable(format!("cannot protect {}: {e}", p.display()))
+            })
+        };
+        if !path.exists() {
+            drop(crate::data_dir::open_private(&path).map_err(|e| {
+                StoreError::unavailable(format!("cannot create {}: {e}", path.display()))
+            })?);
+        }
+        for file in ["thingcall.db", "thingcall.db-wal", "thingcall.db-shm"] {
+            private(&dir.join(file))?;
+        }
         let mut writer = open(&path)?;
         schema::migrate(&mut writer)?;
+        let key = schema::seal(&mut writer, key, dir)?;
         // Checkpoints copy the WAL into the database file and sync it; they
         // run on their own thread so no commit on the request path waits.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -136,7 +164,13 @@ impl Store {
             thread: Mutex::new(Some(thread)),
             reader: Arc::new(Mutex::new(reader)),
             checkpoint: Mutex::new(Some((stop, checkpoint))),
+            key,
         })
+    }
+
+    /// The key the store's secrets are sealed with.
+    pub(crate) fn key(&self) -> &SecretsKey {
+        &self.key
     }
 
     /// Runs `f` in the writer's transaction; resolves after the commit.
@@ -298,10 +332,27 @@ impl From<rusqlite::Error> for StoreError {
 #[async_trait::async_trait]
 impl Registry for Store {
     async fn load(&self) -> Result<Snapshot, StoreError> {
-        self.read(queries::load).await
+        let key = self.key.clone();
+        let reader = Arc::clone(&self.reader);
+        // Opening every secret is work in proportion to the registry: it
+        // runs on the blocking thread with the read.
+        tokio::task::spawn_blocking(move || {
+            let mut snapshot = queries::load(&lock(&reader))?;
+            key.open_snapshot(&mut snapshot)?;
+            Ok(snapshot)
+        })
+        .await
+        .map_err(|e| StoreError::internal(e.to_string()))?
     }
 
     fn apply(&self, change: Change, on_commit: OnCommit) -> Result<Pending<()>, StoreError> {
+        // The store writes the sealed change; the mirror gets the change
+        // as it was.
+        let (change, original) = self.key.seal_change(change);
+        let on_commit: OnCommit = match original {
+            Some(original) => Box::new(move |_, position| on_commit(&original, position)),
+            None => on_commit,
+        };
         let (resolver, pending) = Pending::new();
         // The writer runs jobs in the order they are sent and calls their
         // completions in that order after the commit: the mirror follows

@@ -1,11 +1,17 @@
 //! The SQL of the SQLite store: start-up load, registry changes, and
 //! invocation records.
+//!
+//! Secrets are stored sealed (`store/sealed.rs`): the store seals a
+//! change's secret before it reaches [`apply_change`], and opens what
+//! [`load`] read; the writes here refuse a secret that is not sealed, so a
+//! path that forgot to seal fails instead of writing plaintext.
 
 use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
 use thingcall_core::MessageId;
 
+use crate::store::sealed::{Column, SecretsKey};
 use crate::store::{
     AccessKey, CallMode, Change, Completion, Device, Invocation, ModelVersion, Outcome, Product,
     Snapshot, StoreError,
@@ -154,11 +160,23 @@ pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Snapshot> {
     })
 }
 
+/// Refuses a secret that is not sealed.
+fn sealed_only(value: &str) -> rusqlite::Result<&str> {
+    if crate::store::sealed::is_sealed(value) {
+        Ok(value)
+    } else {
+        Err(rusqlite::Error::ToSqlConversionFailure(
+            "a secret reached the store unsealed".into(),
+        ))
+    }
+}
+
 pub(crate) fn insert_access_key(
     conn: &Connection,
     k: &AccessKey,
     now: i64,
 ) -> rusqlite::Result<()> {
+    sealed_only(k.secret.expose())?;
     conn.execute(
         "INSERT INTO access_keys (id, secret, enabled, created_ms) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(id) DO UPDATE SET secret = excluded.secret, enabled = excluded.enabled",
@@ -168,6 +186,7 @@ pub(crate) fn insert_access_key(
 }
 
 pub(crate) fn insert_product(conn: &Connection, p: &Product) -> rusqlite::Result<()> {
+    sealed_only(p.product_secret.expose())?;
     conn.execute(
         "INSERT INTO products (product_key, product_name, product_secret, description, node_type, data_format,
              commodity_code, auth_type, protocol_type, net_type, category_key, validate_type, created_ms, draft_tsl)
@@ -268,6 +287,7 @@ pub(crate) fn prune_versions(
 }
 
 pub(crate) fn insert_device(conn: &Connection, d: &Device) -> rusqlite::Result<()> {
+    sealed_only(d.device_secret.expose())?;
     conn.execute(
         "DELETE FROM tombstones WHERE product_key = ?1 AND device_name = ?2",
         params![d.product_key, d.device_name],
@@ -492,4 +512,46 @@ pub(crate) fn apply_change(conn: &Connection, change: &Change) -> rusqlite::Resu
             ip_address,
         } => set_presence(conn, iot_id, *online, *at, ip_address.as_deref()),
     }
+}
+
+/// Seals every secret of the store (AccessKeys, products, devices) in
+/// place: for a store that keeps no key id yet, whose secrets are all
+/// plaintext. Returns how many were sealed.
+pub(crate) fn seal_plaintext(conn: &Connection, key: &SecretsKey) -> rusqlite::Result<usize> {
+    let mut sealed = 0;
+    let keys: Vec<(String, String)> = all(conn, "SELECT id, secret FROM access_keys", |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    for (id, secret) in keys {
+        let value = key.seal(Column::AccessKey, &[&id], &secret);
+        sealed += conn.execute(
+            "UPDATE access_keys SET secret = ?2 WHERE id = ?1",
+            params![id, value],
+        )?;
+    }
+    let products: Vec<(String, String)> = all(
+        conn,
+        "SELECT product_key, product_secret FROM products",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    for (pk, secret) in products {
+        let value = key.seal(Column::Product, &[&pk], &secret);
+        sealed += conn.execute(
+            "UPDATE products SET product_secret = ?2 WHERE product_key = ?1",
+            params![pk, value],
+        )?;
+    }
+    let devices: Vec<(String, String, String, String)> = all(
+        conn,
+        "SELECT iot_id, product_key, device_name, device_secret FROM devices",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    for (iot, pk, dn, secret) in devices {
+        let value = key.seal(Column::Device, &[&iot, &pk, &dn], &secret);
+        sealed += conn.execute(
+            "UPDATE devices SET device_secret = ?2 WHERE iot_id = ?1",
+            params![iot, value],
+        )?;
+    }
+    Ok(sealed)
 }
